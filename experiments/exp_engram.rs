@@ -1,0 +1,279 @@
+//! `exp_engram` — memory versus compute on the shipped corpus.
+//!
+//! Trains a family of baselines of growing size (the compute axis) and Engram variants of one
+//! backbone with growing tables (the memory axis), all for the same number of tokens, then
+//! plots validation loss against training tokens, forward FLOPs per token and total
+//! parameters, and training throughput against table size.
+//!
+//! ```text
+//! cargo run --bin exp_engram                 # default (a few minutes on 2 cores)
+//! cargo run --bin exp_engram -- --quick      # smoke test (< 90 s)
+//! cargo run --bin exp_engram -- --plot-only  # redraw plots from runs/exp_engram/
+//! ```
+
+use std::path::Path;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use engram::data::DataConfig;
+use engram::engram::EngramConfig;
+use engram::experiment::{exit_with, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord};
+use engram::model::ModelConfig;
+use engram::report::metrics::read_metrics;
+use engram::report::table::{render, si};
+use engram::report::{line_chart, Chart, HBand, Series, Style};
+use engram::train::{write_json, ExperimentConfig, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "exp_engram", about = "Baselines of growing size vs Engram variants with growing tables: loss vs FLOPs, parameters and throughput")]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Training steps per run (overrides the default of the chosen mode).
+    #[arg(long)]
+    steps: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    experiment: String,
+    device: String,
+    seed: u64,
+    data: String,
+    runs: Vec<RunRecord>,
+    plots: Vec<String>,
+}
+
+/// Baseline shapes (d_model, n_layers, n_heads), smallest first; the Engram backbone index;
+/// table sizes per head; the training settings.
+struct Plan {
+    baselines: Vec<(usize, usize, usize)>,
+    backbone: usize,
+    table_sizes: Vec<u64>,
+    train: TrainConfig,
+    vocab_size: usize,
+}
+
+fn plan(quick: bool, seed: u64, steps: Option<usize>) -> Plan {
+    if quick {
+        Plan {
+            baselines: vec![(32, 1, 2), (48, 2, 2), (64, 2, 4)],
+            backbone: 0,
+            table_sizes: vec![256, 2048, 16_384],
+            train: TrainConfig {
+                steps: steps.unwrap_or(40),
+                batch_size: 8,
+                seq_len: 32,
+                warmup_steps: 5,
+                eval_every: 20,
+                eval_windows: 32,
+                seed,
+                ..TrainConfig::default()
+            },
+            vocab_size: 1024,
+        }
+    } else {
+        Plan {
+            baselines: vec![(64, 2, 4), (96, 3, 4), (128, 4, 4)],
+            backbone: 0,
+            table_sizes: vec![1_024, 8_192, 65_536],
+            train: TrainConfig {
+                steps: steps.unwrap_or(600),
+                batch_size: 16,
+                seq_len: 64,
+                warmup_steps: 40,
+                eval_every: 100,
+                eval_windows: 256,
+                seed,
+                ..TrainConfig::default()
+            },
+            vocab_size: 4096,
+        }
+    }
+}
+
+fn configs(p: &Plan) -> Vec<ExperimentConfig> {
+    let data = DataConfig { vocab_size: p.vocab_size, ..DataConfig::default() };
+    let mut out = Vec::new();
+    for &(d, l, h) in &p.baselines {
+        out.push(ExperimentConfig {
+            name: format!("baseline-d{d}-l{l}"),
+            model: ModelConfig::new(p.vocab_size, d, l, h, p.train.seq_len),
+            train: p.train.clone(),
+            data: data.clone(),
+        });
+    }
+    let (d, l, h) = p.baselines[p.backbone];
+    for &size in &p.table_sizes {
+        let engram = EngramConfig {
+            // Block 1 of the backbone (block 0 when it has a single block): the paper's ablation
+            // finds an early block best.
+            layer_ids: vec![1.min(l - 1)],
+            table_size: vec![size, size],
+            ..EngramConfig::default()
+        };
+        out.push(ExperimentConfig {
+            name: format!("engram-d{d}-l{l}-t{size}"),
+            model: ModelConfig::new(p.vocab_size, d, l, h, p.train.seq_len).with_engram(engram),
+            train: p.train.clone(),
+            data: data.clone(),
+        });
+    }
+    out
+}
+
+fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
+    let mut paths = Vec::new();
+    let (base, eng): (Vec<&RunRecord>, Vec<&RunRecord>) = runs.iter().partition(|r| r.variant == "baseline");
+
+    // 1. Validation loss vs training tokens, one line per run.
+    let mut series = Vec::new();
+    for r in runs {
+        let m = read_metrics(&dir.join(&r.name).join("metrics.csv")).map_err(anyhow::Error::msg)?;
+        series.push(Series { label: r.name.clone(), points: m.val_curve(), y_err: None, style: Style::LinePoints });
+    }
+    let chart = Chart {
+        title: "Validation loss during training".into(),
+        x_label: "training tokens".into(),
+        y_label: "validation loss (nats/token)".into(),
+        log_x: false,
+        log_y: false,
+        series,
+        bands: vec![],
+        annotations: vec![],
+    };
+    paths.extend(line_chart(&chart, &dir.join("loss_vs_tokens"))?);
+
+    // 2. Final validation loss vs forward FLOPs per token.
+    let pts = |rs: &[&RunRecord], x: &dyn Fn(&RunRecord) -> f64| rs.iter().map(|r| (x(r), r.val_loss as f64)).collect::<Vec<_>>();
+    let flops = |r: &RunRecord| r.flops_per_token as f64;
+    let mut engram_series: Vec<Series> = eng
+        .iter()
+        .map(|r| Series { label: format!("Engram, {} table rows", si(r.table_rows as f64)), points: vec![(flops(r), r.val_loss as f64)], y_err: None, style: Style::Points })
+        .collect();
+    let mut s = vec![Series { label: "baselines (compute axis)".into(), points: pts(&base, &flops), y_err: None, style: Style::LinePoints }];
+    s.append(&mut engram_series);
+    let chart = Chart {
+        title: "Final validation loss vs forward FLOPs per token".into(),
+        x_label: "forward FLOPs per token".into(),
+        y_label: "validation loss (nats/token)".into(),
+        log_x: true,
+        log_y: false,
+        series: s,
+        bands: vec![],
+        annotations: vec![],
+    };
+    paths.extend(line_chart(&chart, &dir.join("loss_vs_flops"))?);
+
+    // 3. Final validation loss vs total parameters (tables included), log x.
+    let total = |r: &RunRecord| (r.params_backbone + r.params_table) as f64;
+    let chart = Chart {
+        title: "Final validation loss vs total parameters".into(),
+        x_label: "total parameters (backbone + tables)".into(),
+        y_label: "validation loss (nats/token)".into(),
+        log_x: true,
+        log_y: false,
+        series: vec![
+            Series { label: "baselines".into(), points: pts(&base, &total), y_err: None, style: Style::LinePoints },
+            Series { label: "Engram (growing table)".into(), points: pts(&eng, &total), y_err: None, style: Style::LinePoints },
+        ],
+        bands: vec![],
+        annotations: vec![],
+    };
+    paths.extend(line_chart(&chart, &dir.join("loss_vs_params"))?);
+
+    // 4. Training throughput vs table rows; the backbone without Engram as a band.
+    if !eng.is_empty() {
+        let backbone = base.iter().find(|b| b.d_model == eng[0].d_model && b.n_layers == eng[0].n_layers);
+        let chart = Chart {
+            title: "Training throughput vs table size".into(),
+            x_label: "table rows (all Engram layers)".into(),
+            y_label: "training tokens / s".into(),
+            log_x: true,
+            log_y: false,
+            series: vec![Series {
+                label: "Engram".into(),
+                points: eng.iter().map(|r| (r.table_rows as f64, r.tokens_per_sec)).collect(),
+                y_err: None,
+                style: Style::LinePoints,
+            }],
+            bands: backbone
+                .map(|b| vec![HBand { label: format!("{} without Engram", b.name), center: b.tokens_per_sec, half_width: 0.0 }])
+                .unwrap_or_default(),
+            annotations: vec![],
+        };
+        paths.extend(line_chart(&chart, &dir.join("throughput_vs_table"))?);
+    }
+    Ok(paths.iter().map(|p| p.display().to_string()).collect())
+}
+
+fn print_table(runs: &[RunRecord]) {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                si(r.params_backbone as f64),
+                si(r.params_table as f64),
+                si(r.flops_per_token as f64),
+                format!("{:.4}", r.val_loss),
+                r.val_loss_memory_off.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+                format!("{:.0}", r.tokens_per_sec),
+                format!("{:.1}", r.wall_seconds),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        render(&["run", "backbone", "table", "FLOPs/tok", "val loss", "mem off", "tok/s", "seconds"], &rows)
+    );
+}
+
+fn main_inner() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let c = &args.common;
+    let dir = c.out_dir("exp_engram");
+    if c.plot_only {
+        let text = std::fs::read_to_string(dir.join("summary.json")).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("summary.json").display()))?;
+        let mut summary: Summary = serde_json::from_str(&text)?;
+        summary.plots = plots(&dir, &summary.runs)?;
+        write_json(&dir.join("summary.json"), &summary)?;
+        print_table(&summary.runs);
+        return Ok(());
+    }
+    let device = c.device()?;
+    prepare_out_dir(&dir, c.overwrite)?;
+    let p = plan(c.quick, c.seed, args.steps);
+    let cfgs = configs(&p);
+    let data = load_data(&cfgs[0].data)?;
+    let t0 = std::time::Instant::now();
+    let results = run_all(&cfgs, &data, &device, &dir, !c.no_progress, true)?;
+    let runs: Vec<RunRecord> = cfgs.iter().zip(&results).map(|(cfg, r)| RunRecord::new(cfg, r)).collect();
+    let plot_paths = plots(&dir, &runs)?;
+    let summary = Summary { experiment: "exp_engram".into(), device: c.device.clone(), seed: c.seed, data: data.summary.clone(), runs, plots: plot_paths };
+    write_json(&dir.join("summary.json"), &summary)?;
+    print_table(&summary.runs);
+    let (base, eng): (Vec<&RunRecord>, Vec<&RunRecord>) = summary.runs.iter().partition(|r| r.variant == "baseline");
+    if let (Some(bb), Some(best)) = (
+        base.iter().find(|b| eng.first().is_some_and(|e| e.d_model == b.d_model && e.n_layers == b.n_layers)),
+        eng.iter().min_by(|a, b| a.val_loss.total_cmp(&b.val_loss)),
+    ) {
+        let verdict = if best.val_loss < bb.val_loss { "beats" } else { "does NOT beat" };
+        println!(
+            "\nbest Engram run {} ({:.4}) {verdict} its backbone {} ({:.4}): Δ = {:+.4} nats/token at {:+.1} % FLOPs/token",
+            best.name,
+            best.val_loss,
+            bb.name,
+            bb.val_loss,
+            best.val_loss - bb.val_loss,
+            100.0 * (best.flops_per_token as f64 / bb.flops_per_token as f64 - 1.0)
+        );
+    }
+    println!("\n{} runs in {:.1} s; results in {}", summary.runs.len(), t0.elapsed().as_secs_f64(), dir.display());
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    exit_with(main_inner())
+}

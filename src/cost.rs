@@ -1,0 +1,114 @@
+//! Cost accounting from a model configuration: parameters, table bytes and forward FLOPs.
+//!
+//! Conventions (documented so that every number in a plot can be recomputed by hand):
+//! * A multiply-add is 2 FLOPs; a matmul `[n, a] × [a, b]` costs `2·n·a·b`.
+//! * Per token, forward: every linear layer `a → b` costs `2·a·b` (QKV, output projection,
+//!   SwiGLU, LM head, and Engram's value and key projections).
+//! * Causal attention: scores `QKᵀ` and the weighted sum `AV` cost `2·D` FLOPs each per
+//!   (query, key) pair; a query at position `t` sees `t + 1` keys, so the average over a window
+//!   of `T` is `(T + 1)/2` keys: `4·D·(T + 1)/2 = 2·D·(T + 1)` per token per block.
+//! * The Engram short conv costs `2·k·M·D` per token; norms, activations, the gate's dot
+//!   product and softmax are element-wise and not counted (they are < 1 % here).
+//! * The input-embedding lookup and the Engram gather cost no FLOPs; the gather is counted as
+//!   memory traffic: `H · d_head · 4` bytes per token per Engram layer.
+//! * `params_backbone` counts every dense, activated parameter, Engram's projections, norms
+//!   and conv included; `params_table` counts table rows × `d_head`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelConfig;
+
+/// Parameters, bytes and FLOPs of one model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Cost {
+    /// Dense parameters (everything but the Engram tables).
+    pub params_backbone: u64,
+    /// Of which in Engram layers (projections, norms, conv).
+    pub params_engram_dense: u64,
+    /// Engram table parameters (all layers).
+    pub params_table: u64,
+    /// Bytes of the table weights (f32).
+    pub table_bytes: u64,
+    /// Rows per Engram layer's table.
+    pub table_rows: Vec<u64>,
+    /// Forward FLOPs per token at sequence length `seq_len`.
+    pub flops_per_token: u64,
+    /// Engram gather traffic in bytes per token (all layers).
+    pub gather_bytes_per_token: u64,
+}
+
+impl Cost {
+    /// Total parameters (backbone + tables).
+    pub fn params_total(&self) -> u64 {
+        self.params_backbone + self.params_table
+    }
+}
+
+/// The cost of `model` at sequence length `seq_len`, with `table_rows[i]` rows in the table of
+/// its i-th Engram layer (from the hasher's primes; empty for a baseline).
+pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
+    let (v, d, f, l) = (model.vocab_size as u64, model.d_model as u64, model.d_ff as u64, model.n_layers as u64);
+    let t = seq_len as u64;
+    let block_params = 2 * d /* norms */ + 3 * d * d + d * d /* attn */ + 3 * d * f /* SwiGLU */;
+    let mut params = v * d + l * block_params + d + d * v;
+    let block_matmul_flops = 2 * (4 * d * d + 3 * d * f);
+    let attn_flops = 2 * d * (t + 1);
+    let mut flops = l * (block_matmul_flops + attn_flops) + 2 * d * v;
+    let mut engram_dense = 0;
+    let mut params_table = 0;
+    let mut gather = 0;
+    if let Some(e) = &model.engram {
+        let (dm, m, k) = (e.d_mem() as u64, e.hc_mult as u64, e.kernel_size as u64);
+        let per_layer = (dm * d + d) * (1 + m) /* value + keys, with biases */ + 3 * m * d /* norms */ + m * d * k /* conv */;
+        let n = e.layer_ids.len() as u64;
+        engram_dense = n * per_layer;
+        params += engram_dense;
+        let gate = if e.gate { m } else { 0 };
+        let conv = if e.short_conv { 2 * k * m * d } else { 0 };
+        flops += n * (2 * dm * d * (1 + gate) + conv);
+        params_table = table_rows.iter().sum::<u64>() * e.d_head as u64;
+        gather = n * e.heads_per_layer() as u64 * e.d_head as u64 * 4;
+    }
+    Cost {
+        params_backbone: params,
+        params_engram_dense: engram_dense,
+        params_table,
+        table_bytes: params_table * 4,
+        table_rows: table_rows.to_vec(),
+        flops_per_token: flops,
+        gather_bytes_per_token: gather,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engram::EngramConfig;
+
+    #[test]
+    fn baseline_params_match_a_hand_count() {
+        // V 100, D 8, F 21, 1 block: embed 800 + norms 16 + attn 256 + mlp 504 + final norm 8 + head 800.
+        let mut m = ModelConfig::new(100, 8, 1, 2, 16);
+        m.d_ff = 21;
+        let c = cost(&m, 16, &[]);
+        assert_eq!(c.params_backbone, 800 + 16 + 256 + 504 + 8 + 800);
+        assert_eq!(c.params_table, 0);
+        // FLOPs: 2·(4·64 + 3·8·21) + 2·8·17 + 2·8·100
+        assert_eq!(c.flops_per_token, 2 * (256 + 504) + 2 * 8 * 17 + 1600);
+    }
+
+    #[test]
+    fn engram_adds_projection_flops_and_table_bytes_not_table_flops() {
+        let base = ModelConfig::new(100, 8, 2, 2, 16);
+        let e = EngramConfig { layer_ids: vec![0], max_ngram_size: 3, n_head_per_ngram: 2, d_head: 4, ..EngramConfig::default() };
+        let with = base.clone().with_engram(e);
+        let small = cost(&with, 16, &[1000]);
+        let big = cost(&with, 16, &[1_000_000]);
+        assert_eq!(small.flops_per_token, big.flops_per_token, "table size costs no FLOPs");
+        assert_eq!(big.table_bytes, 1_000_000 * 4 * 4);
+        let b = cost(&base, 16, &[]);
+        // d_mem = 2·2·4 = 16; value + one key: 2·(2·16·8); conv: 2·4·8.
+        assert_eq!(small.flops_per_token - b.flops_per_token, 2 * (2 * 16 * 8) + 2 * 4 * 8);
+        assert_eq!(small.gather_bytes_per_token, 4 * 4 * 4);
+    }
+}

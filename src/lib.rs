@@ -1,0 +1,45 @@
+//! # engram
+//!
+//! DeepSeek's Engram — "Conditional Memory via Scalable Lookup: A New Axis of Sparsity for
+//! Large Language Models" (Cheng et al., arXiv 2601.07372, 2026) — in Rust on burn 0.22.
+//!
+//! * [`hashing`]: the bit-exact n-gram hash (numpy-compatible multipliers, prime table sizes).
+//! * [`tokenizer`]: DeepSeek-V3 / GPT-2 / byte tokenizers and tokenizer compression P: V → V'.
+//! * [`table`]: host-resident Engram tables with a row-sparse (lazy) Adam.
+//! * [`engram`]: the Engram layer, a burn `Module` you can put in your own model.
+//! * [`model`]: a small decoder-only Transformer that takes Engram at chosen blocks.
+//! * [`data`]: the shipped corpus and the batcher that hashes once per batch.
+//! * [`train`]: the one training loop; [`cost`]: parameters, bytes and FLOPs;
+//!   [`report`]: metrics files and plots.
+
+pub mod cost;
+pub mod data;
+pub mod device;
+pub mod engram;
+pub mod experiment;
+pub mod hashing;
+pub mod model;
+pub mod report;
+pub mod table;
+pub mod tokenizer;
+pub mod train;
+
+/// A configuration value that is not allowed. The message names the field, its value and
+/// what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid config: {field} = {value}; allowed: {allowed}")]
+pub struct ConfigError {
+    /// Dotted field path, e.g. `engram.layer_ids`.
+    pub field: String,
+    /// The value found.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl ConfigError {
+    /// A new error for `field`.
+    pub fn new(field: &str, value: impl std::fmt::Display, allowed: impl std::fmt::Display) -> Self {
+        Self { field: field.to_string(), value: value.to_string(), allowed: allowed.to_string() }
+    }
+}

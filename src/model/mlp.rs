@@ -1,0 +1,43 @@
+//! SwiGLU feed-forward: `W_2 (SiLU(W_1 x) ⊙ W_3 x)` (Shazeer 2020), with `W_1` and `W_3` fused
+//! into one `D → 2F` projection.
+
+use burn::module::Module;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+/// SwiGLU MLP of width `d_ff`.
+#[derive(Module, Debug)]
+pub struct SwiGluMlp {
+    /// `D → 2F`: gate and up projections side by side.
+    pub gate_up: Linear,
+    /// `F → D`.
+    pub down: Linear,
+}
+
+impl SwiGluMlp {
+    /// Weights N(0, `std`), down projection N(0, `proj_std`); no biases.
+    pub fn new(d_model: usize, d_ff: usize, std: f64, proj_std: f64, device: &Device) -> Self {
+        Self {
+            gate_up: LinearConfig::new(d_model, 2 * d_ff)
+                .with_bias(false)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device),
+            down: LinearConfig::new(d_ff, d_model)
+                .with_bias(false)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: proj_std })
+                .init(device),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, D]` → `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gu = self.gate_up.forward(x); // [B, T, 2F]
+        let [b, t, f2] = gu.dims();
+        let f = f2 / 2;
+        let gate = gu.clone().slice([0..b, 0..t, 0..f]);
+        let up = gu.slice([0..b, 0..t, f..f2]);
+        self.down.forward(silu(gate) * up)
+    }
+}

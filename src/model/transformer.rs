@@ -1,0 +1,300 @@
+//! The decoder-only Transformer: token embedding, blocks, final RMSNorm, LM head.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::attention::Rope;
+use super::block::{Block, NORM_EPS};
+use crate::engram::{EngramConfig, EngramMemory};
+use crate::ConfigError;
+
+/// Standard deviation of the weight initialisation (GPT-2).
+pub const INIT_STD: f64 = 0.02;
+/// RoPE base.
+pub const ROPE_THETA: f64 = 10_000.0;
+
+/// Everything that defines a model. The baseline is `engram: None`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model vocabulary (input embedding and LM head rows).
+    pub vocab_size: usize,
+    /// Hidden size D.
+    pub d_model: usize,
+    /// Number of blocks.
+    pub n_layers: usize,
+    /// Attention heads (D must be divisible by it, and D / heads even for RoPE).
+    pub n_heads: usize,
+    /// SwiGLU hidden width F.
+    pub d_ff: usize,
+    /// Longest sequence the RoPE tables cover.
+    pub max_seq_len: usize,
+    /// Engram placement and settings; `None` for the baseline.
+    #[serde(default)]
+    pub engram: Option<EngramConfig>,
+}
+
+impl ModelConfig {
+    /// SwiGLU width `⌊8/3 · D⌋` (keeps the MLP at the parameter count of a 4·D GELU MLP).
+    pub fn swiglu_width(d_model: usize) -> usize {
+        8 * d_model / 3
+    }
+
+    /// A baseline of the given shape.
+    pub fn new(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize, max_seq_len: usize) -> Self {
+        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None }
+    }
+
+    /// Preset `tiny`: D 64, 2 blocks, 4 heads (tests, `--quick`).
+    pub fn tiny(vocab_size: usize, max_seq_len: usize) -> Self {
+        Self::new(vocab_size, 64, 2, 4, max_seq_len)
+    }
+
+    /// Preset `small`: D 128, 4 blocks, 4 heads (the default experiment's Engram backbone).
+    pub fn small(vocab_size: usize, max_seq_len: usize) -> Self {
+        Self::new(vocab_size, 128, 4, 4, max_seq_len)
+    }
+
+    /// Preset `reference`: D 256, 4 blocks, 4 heads, F ⌊8/3·256⌋ = 682, vocab 8192 — the
+    /// configuration timed against PyTorch in `exp_throughput`.
+    pub fn reference() -> Self {
+        Self::new(8192, 256, 4, 4, 128)
+    }
+
+    /// The same model with Engram.
+    pub fn with_engram(mut self, engram: EngramConfig) -> Self {
+        self.engram = Some(engram);
+        self
+    }
+
+    /// Check every field; the error names the field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pos = |name: &str, v: usize| if v == 0 { Err(ConfigError::new(name, v, ">= 1")) } else { Ok(()) };
+        pos("model.vocab_size", self.vocab_size)?;
+        pos("model.d_model", self.d_model)?;
+        pos("model.n_layers", self.n_layers)?;
+        pos("model.n_heads", self.n_heads)?;
+        pos("model.d_ff", self.d_ff)?;
+        pos("model.max_seq_len", self.max_seq_len)?;
+        if self.d_model % self.n_heads != 0 {
+            return Err(ConfigError::new("model.d_model", self.d_model, format!("a multiple of model.n_heads = {}", self.n_heads)));
+        }
+        if (self.d_model / self.n_heads) % 2 != 0 {
+            return Err(ConfigError::new("model.n_heads", self.n_heads, "a head width d_model / n_heads that is even (RoPE rotates pairs)"));
+        }
+        if let Some(e) = &self.engram {
+            e.validate(self.n_layers)?;
+        }
+        Ok(())
+    }
+
+    /// Build the model. Initialisation is seeded by the device's RNG (`device.seed(..)`).
+    pub fn init(&self, device: &Device) -> Transformer {
+        let d = self.d_model;
+        let proj_std = INIT_STD / (2.0 * self.n_layers as f64).sqrt();
+        let mut blocks: Vec<Block> =
+            (0..self.n_layers).map(|_| Block::new(d, self.n_heads, self.d_ff, INIT_STD, proj_std, device)).collect();
+        if let Some(e) = &self.engram {
+            for &l in &e.layer_ids {
+                blocks[l].engram = Some(e.layer_config(d).init(device));
+            }
+        }
+        Transformer {
+            embed: EmbeddingConfig::new(self.vocab_size, d)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD })
+                .init(device),
+            blocks,
+            norm: RmsNormConfig::new(d).with_epsilon(NORM_EPS).init(device),
+            head: LinearConfig::new(d, self.vocab_size)
+                .with_bias(false)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD })
+                .init(device),
+            rope: Rope::new(self.max_seq_len, d / self.n_heads, ROPE_THETA, device),
+        }
+    }
+}
+
+/// The decoder-only Transformer.
+#[derive(Module, Debug)]
+pub struct Transformer {
+    /// Token embedding `[V, D]`.
+    pub embed: Embedding,
+    /// Decoder blocks.
+    pub blocks: Vec<Block>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm,
+    /// LM head `D → V` (untied).
+    pub head: Linear,
+    /// RoPE tables.
+    pub rope: Rope,
+}
+
+impl Transformer {
+    /// Logits for every position.
+    ///
+    /// `memories` holds one [`EngramMemory`] per Engram block, in block order (ascending block
+    /// index); it must be empty for a baseline. With `zero_memory` the Engram layers are skipped
+    /// (their output is treated as zero: the "memory off" evaluation).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` → logits `[B, T, V]`
+    pub fn forward(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> Tensor<3> {
+        let mut x = self.embed.forward(tokens); // [B, T, D]
+        let mut mem_iter = memories.iter();
+        for block in &self.blocks {
+            let mem = if block.engram.is_some() {
+                let m = mem_iter.next().expect("one EngramMemory per Engram block (checked by the caller's batcher)");
+                if zero_memory { None } else { Some(m.embeddings()) }
+            } else {
+                None
+            };
+            x = block.forward(x, mem, &self.rope);
+        }
+        self.head.forward(self.norm.forward(x))
+    }
+
+    /// Number of Engram blocks.
+    pub fn n_engram_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.engram.is_some()).count()
+    }
+
+    /// The same weights with every Engram layer removed (the baseline it extends).
+    pub fn without_engram(mut self) -> Self {
+        for b in &mut self.blocks {
+            b.engram = None;
+        }
+        self
+    }
+}
+
+/// Mean token cross-entropy (natural log).
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`, `targets`: `[B, T]` → scalar `[1]`
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([b * t, v]), 1); // [B·T, V]
+    let picked = logp.gather(1, targets.reshape([b * t, 1])); // [B·T, 1]
+    picked.mean().neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engram::EngramConfig;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn engram_cfg() -> EngramConfig {
+        EngramConfig { layer_ids: vec![0, 1], max_ngram_size: 3, n_head_per_ngram: 2, d_head: 4, ..EngramConfig::default() }
+    }
+
+    fn tokens(ids: &[i32], b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(TensorData::new(ids.to_vec(), [b, t]), device)
+    }
+
+    /// Random memories for the model's Engram layers; `rows[u]` is row u of a U-row table.
+    fn memories(model: &Transformer, b: usize, t: usize, ids: &[u32], device: &Device) -> Vec<EngramMemory> {
+        let heads = 4;
+        (0..model.n_engram_blocks())
+            .map(|l| {
+                let u = 50;
+                let rows: Vec<f32> = (0..u * 4).map(|i| ((i * 31 + l * 7) % 17) as f32 / 17.0 - 0.5).collect();
+                // Row ids depend causally on the tokens (a toy hash of the current and previous token).
+                let inverse: Vec<u32> = (0..b * t)
+                    .flat_map(|p| {
+                        let prev = if p % t == 0 { 0 } else { ids[p - 1] };
+                        (0..heads as u32).map(move |h| (ids[p] * 3 + prev * 5 + h) % 50)
+                    })
+                    .collect();
+                EngramMemory::upload(rows, 4, &inverse, b, t, heads, device, false)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_has_documented_shapes() {
+        let device = Device::flex();
+        let model = ModelConfig::tiny(37, 16).with_engram(engram_cfg()).init(&device);
+        let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 5 % 37) as u32).collect();
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 2, 9, &device);
+        let logits = model.forward(x, &memories(&model, 2, 9, &ids, &device), false);
+        assert_eq!(logits.dims(), [2, 9, 37]);
+    }
+
+    #[test]
+    fn changing_a_future_token_never_changes_earlier_logits() {
+        let device = Device::flex();
+        for engram in [None, Some(engram_cfg())] {
+            let mut cfg = ModelConfig::tiny(37, 16);
+            cfg.engram = engram;
+            let mut model = cfg.init(&device);
+            // A non-zero conv, so that the Engram path's causality is exercised too.
+            for b in model.blocks.iter_mut() {
+                if let Some(e) = b.engram.as_mut() {
+                    let shape = e.conv_weight.val().dims();
+                    e.conv_weight = Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.5), &device));
+                }
+            }
+            let t = 12;
+            let a: Vec<u32> = (0..t as u32).map(|i| (i * 7 + 3) % 37).collect();
+            for pos in [3usize, 7, 11] {
+                let mut b = a.clone();
+                b[pos] = (b[pos] + 11) % 37;
+                let run = |ids: &[u32]| {
+                    let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 1, t, &device);
+                    model.forward(x, &memories(&model, 1, t, ids, &device), false)
+                };
+                let (la, lb) = (run(&a), run(&b));
+                let early = |l: Tensor<3>| l.slice([0..1, 0..pos, 0..37]).into_data();
+                assert_eq!(early(la.clone()), early(lb.clone()), "logits before {pos} changed");
+                let at = |l: Tensor<3>| l.slice([0..1, pos..pos + 1, 0..37]);
+                assert!((at(la) - at(lb)).abs().max().into_scalar::<f32>() > 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_value_projection_gives_the_baseline_logits() {
+        let device = Device::flex();
+        let mut model = ModelConfig::tiny(37, 16).with_engram(engram_cfg()).init(&device);
+        for b in model.blocks.iter_mut() {
+            if let Some(e) = b.engram.as_mut() {
+                e.value.weight = Param::from_tensor(e.value.weight.val().zeros_like());
+                let bias = e.value.bias.take().expect("the value projection has a bias, as in the demo");
+                e.value.bias = Some(Param::from_tensor(bias.val().zeros_like()));
+            }
+        }
+        let ids: Vec<u32> = (0..2 * 10).map(|i| (i * 13 % 37) as u32).collect();
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 2, 10, &device);
+        let mems = memories(&model, 2, 10, &ids, &device);
+        let with = model.forward(x.clone(), &mems, false).into_data();
+        let baseline = model.without_engram();
+        let without = baseline.forward(x, &[], false).into_data();
+        assert_eq!(with, without);
+    }
+
+    #[test]
+    fn zero_memory_evaluation_equals_the_baseline_it_extends() {
+        let device = Device::flex();
+        let model = ModelConfig::tiny(37, 16).with_engram(engram_cfg()).init(&device);
+        let ids: Vec<u32> = (0..8).map(|i| (i * 3 % 37) as u32).collect();
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 1, 8, &device);
+        let mems = memories(&model, 1, 8, &ids, &device);
+        let off = model.forward(x.clone(), &mems, true).into_data();
+        let base = model.without_engram().forward(x, &[], false).into_data();
+        assert_eq!(off, base);
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let mut c = ModelConfig::tiny(10, 8);
+        c.n_heads = 3;
+        assert!(c.validate().unwrap_err().to_string().contains("model.d_model"));
+        let c = ModelConfig::tiny(10, 8).with_engram(EngramConfig { layer_ids: vec![2], ..EngramConfig::default() });
+        assert!(c.validate().unwrap_err().to_string().contains("engram.layer_ids"));
+    }
+}

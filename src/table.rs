@@ -1,0 +1,454 @@
+//! Engram table storage and its row-sparse (lazy) Adam optimiser.
+//!
+//! Paper: "Conditional Memory via Scalable Lookup" (Cheng et al., arXiv 2601.07372), §2 and
+//! §6 of the crate's spec: each Engram layer owns one table of `Σ primes` rows of width
+//! `d_head`; the tables are trained with Adam at 5× the backbone learning rate and no weight
+//! decay. The reference demo (`engram_demo_v1.py`) keeps the table as an `nn.Embedding`
+//! initialised N(0, 1).
+//!
+//! # Why the table lives on the host
+//! In burn 0.22 the gradient of an embedding lookup is a dense tensor the size of the whole
+//! table, and AdamW then updates (and decays) every row, so step time grows linearly with the
+//! table. Here the table is plain host memory (`Vec<f32>`), which is also the deployment model
+//! of the paper (§ offloading: tables in host DRAM, prefetched while the first blocks run).
+//! Per batch the loader computes the unique rows `U` the batch touches; [`EngramTable::gather`]
+//! copies exactly those rows into a small `[U, d_head]` leaf tensor, autodiff differentiates
+//! only that leaf, and [`EngramTable::adam_step`] updates only those rows and their moments.
+//! The cost of a step is O(U · d_head), independent of the number of rows.
+//!
+//! # Lazy Adam semantics (documented deviation from dense Adam)
+//! * One step counter per table (like PyTorch `SparseAdam`), incremented once per
+//!   [`EngramTable::adam_step`] call; bias correction uses that global step.
+//! * Rows not looked up in a step keep their weights **and** their moments bit-identical (a
+//!   dense Adam would keep moving them by their decaying momentum).
+//! * No weight decay (spec §6).
+//! * Update: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
+//!   `w ← w − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)` — the same formula as
+//!   [`UpdateMode::Dense`], so the two agree exactly on every row that is touched in every step,
+//!   and on every row after the first step.
+//!
+//! [`UpdateMode::Dense`] applies that formula to every row with a zero gradient for untouched
+//! rows. It exists as the baseline whose cost grows with the table.
+
+use serde::{Deserialize, Serialize};
+
+/// Default standard deviation of the table initialisation: the demo's `nn.Embedding` uses
+/// PyTorch's default N(0, 1).
+pub const DEFAULT_TABLE_INIT_STD: f32 = 1.0;
+
+/// How an optimiser step treats rows that the batch did not look up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateMode {
+    /// Lazy Adam: only touched rows (and their moments) change. O(U · d) per step.
+    #[default]
+    Sparse,
+    /// Dense Adam: every row is updated with a zero gradient where untouched. O(rows · d).
+    Dense,
+}
+
+/// Adam hyper-parameters of the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableAdam {
+    /// β1.
+    pub beta1: f32,
+    /// β2.
+    pub beta2: f32,
+    /// ε added to the square root of the second moment.
+    pub eps: f32,
+}
+
+impl Default for TableAdam {
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+/// Error of a table operation.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TableError {
+    /// A row id is not in the table.
+    #[error("table row {row} is out of range: the table has {rows} rows")]
+    RowOutOfRange {
+        /// The offending row.
+        row: u32,
+        /// Number of rows in the table.
+        rows: usize,
+    },
+    /// A gradient buffer has the wrong length.
+    #[error("gradient has {got} values, expected {expected} (= {uniq} rows × {dim})")]
+    GradShape {
+        /// Values received.
+        got: usize,
+        /// Values expected.
+        expected: usize,
+        /// Unique rows.
+        uniq: usize,
+        /// Row width.
+        dim: usize,
+    },
+    /// Raw data loaded into a table has the wrong size.
+    #[error("table data has {got} values, expected {expected}")]
+    DataShape {
+        /// Values received.
+        got: usize,
+        /// Values expected.
+        expected: usize,
+    },
+}
+
+/// One Engram layer's table: `rows × dim` weights plus Adam moments, in host memory.
+///
+/// The moments are allocated zeroed (`vec![0.0; n]`), which the allocator backs with
+/// untouched zero pages: rows that are never looked up cost address space, not resident memory.
+#[derive(Clone, Debug)]
+pub struct EngramTable {
+    rows: usize,
+    dim: usize,
+    weights: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+}
+
+/// SplitMix64: a small, well-mixed generator used to initialise tables in parallel chunks
+/// with a result that does not depend on the number of threads.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fill `out` with N(0, std) values from a generator seeded by `(seed, chunk)` (Box–Muller).
+fn fill_normal(out: &mut [f32], seed: u64, chunk: u64, std: f32) {
+    let mut s = seed ^ chunk.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mut i = 0;
+    while i < out.len() {
+        let u1 = ((splitmix64(&mut s) >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
+        let u2 = (splitmix64(&mut s) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (sin, cos) = (2.0 * std::f64::consts::PI * u2).sin_cos();
+        out[i] = (r * cos) as f32 * std;
+        if i + 1 < out.len() {
+            out[i + 1] = (r * sin) as f32 * std;
+        }
+        i += 2;
+    }
+}
+
+/// Number of worker threads for table-wide loops.
+fn n_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Rows per initialisation chunk (the unit that fixes the random stream).
+const INIT_CHUNK_ROWS: usize = 4096;
+
+impl EngramTable {
+    /// A table of `rows × dim` values drawn from N(0, `std`), deterministic in `seed` (and
+    /// independent of the number of threads), with zero moments and step 0.
+    pub fn new(rows: usize, dim: usize, std: f32, seed: u64) -> Self {
+        let mut weights = vec![0.0f32; rows * dim];
+        if std != 0.0 && !weights.is_empty() {
+            let chunk_len = INIT_CHUNK_ROWS * dim;
+            let chunks: Vec<(usize, &mut [f32])> = weights.chunks_mut(chunk_len).enumerate().collect();
+            let per_thread = chunks.len().div_ceil(n_threads());
+            std::thread::scope(|scope| {
+                let mut chunks = chunks;
+                while !chunks.is_empty() {
+                    let rest = chunks.split_off(per_thread.min(chunks.len()));
+                    let mine = std::mem::replace(&mut chunks, rest);
+                    scope.spawn(move || {
+                        for (c, out) in mine {
+                            fill_normal(out, seed, c as u64, std);
+                        }
+                    });
+                }
+            });
+        }
+        Self { rows, dim, weights, m: vec![0.0; rows * dim], v: vec![0.0; rows * dim], step: 0 }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Width of a row (`d_head`).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Bytes of the weights alone (what inference needs).
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.len() * std::mem::size_of::<f32>()
+    }
+
+    /// All weights, row-major `[rows, dim]`.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// Mutable weights, row-major `[rows, dim]` (e.g. to load pretrained values).
+    pub fn weights_mut(&mut self) -> &mut [f32] {
+        &mut self.weights
+    }
+
+    /// First and second Adam moments, row-major `[rows, dim]`.
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restore the full state (weights, moments, step), e.g. from a checkpoint.
+    pub fn set_state(&mut self, weights: Vec<f32>, m: Vec<f32>, v: Vec<f32>, step: u64) -> Result<(), TableError> {
+        let n = self.rows * self.dim;
+        for got in [weights.len(), m.len(), v.len()] {
+            if got != n {
+                return Err(TableError::DataShape { got, expected: n });
+            }
+        }
+        self.weights = weights;
+        self.m = m;
+        self.v = v;
+        self.step = step;
+        Ok(())
+    }
+
+    fn check_rows(&self, uniq: &[u32]) -> Result<(), TableError> {
+        match uniq.iter().find(|&&r| r as usize >= self.rows) {
+            Some(&row) => Err(TableError::RowOutOfRange { row, rows: self.rows }),
+            None => Ok(()),
+        }
+    }
+
+    /// Copy the rows `uniq` into `out` (`[uniq.len(), dim]`, row-major), reusing its capacity.
+    pub fn gather(&self, uniq: &[u32], out: &mut Vec<f32>) -> Result<(), TableError> {
+        self.check_rows(uniq)?;
+        out.clear();
+        out.reserve(uniq.len() * self.dim);
+        for &r in uniq {
+            let r = r as usize;
+            out.extend_from_slice(&self.weights[r * self.dim..(r + 1) * self.dim]);
+        }
+        Ok(())
+    }
+
+    /// One Adam step at learning rate `lr` with gradient `grads` (`[uniq.len(), dim]`) for the
+    /// distinct rows `uniq`. See the module docs for the lazy semantics of [`UpdateMode::Sparse`].
+    /// `uniq` must not repeat a row (the batcher's unique-row pass guarantees it).
+    pub fn adam_step(
+        &mut self,
+        uniq: &[u32],
+        grads: &[f32],
+        lr: f32,
+        adam: &TableAdam,
+        mode: UpdateMode,
+    ) -> Result<(), TableError> {
+        self.check_rows(uniq)?;
+        let dim = self.dim;
+        if grads.len() != uniq.len() * dim {
+            return Err(TableError::GradShape { got: grads.len(), expected: uniq.len() * dim, uniq: uniq.len(), dim });
+        }
+        self.step += 1;
+        let t = self.step as i32;
+        let c = AdamCoeffs {
+            lr,
+            b1: adam.beta1,
+            b2: adam.beta2,
+            eps: adam.eps,
+            bc1: 1.0 - adam.beta1.powi(t),
+            bc2: 1.0 - adam.beta2.powi(t),
+        };
+        match mode {
+            UpdateMode::Sparse => {
+                for (i, &r) in uniq.iter().enumerate() {
+                    let r = r as usize;
+                    let span = r * dim..(r + 1) * dim;
+                    c.update(
+                        &mut self.weights[span.clone()],
+                        &mut self.m[span.clone()],
+                        &mut self.v[span],
+                        &grads[i * dim..(i + 1) * dim],
+                    );
+                }
+            }
+            UpdateMode::Dense => {
+                // Scatter the sparse gradient into a dense one (rows not looked up get zeros),
+                // then update every row: the O(rows) baseline.
+                let mut dense = vec![0.0f32; self.rows * dim];
+                for (i, &r) in uniq.iter().enumerate() {
+                    let r = r as usize;
+                    dense[r * dim..(r + 1) * dim].copy_from_slice(&grads[i * dim..(i + 1) * dim]);
+                }
+                let threads = n_threads();
+                let chunk = (self.rows.div_ceil(threads)).max(1) * dim;
+                std::thread::scope(|scope| {
+                    for (((w, m), v), g) in self
+                        .weights
+                        .chunks_mut(chunk)
+                        .zip(self.m.chunks_mut(chunk))
+                        .zip(self.v.chunks_mut(chunk))
+                        .zip(dense.chunks(chunk))
+                    {
+                        scope.spawn(move || c.update(w, m, v, g));
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AdamCoeffs {
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    bc1: f32,
+    bc2: f32,
+}
+
+impl AdamCoeffs {
+    #[inline]
+    fn update(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *m = self.b1 * *m + (1.0 - self.b1) * g;
+            *v = self.b2 * *v + (1.0 - self.b2) * g * g;
+            let mhat = *m / self.bc1;
+            let vhat = *v / self.bc2;
+            *w -= self.lr * mhat / (vhat.sqrt() + self.eps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grads_for(uniq: &[u32], dim: usize, salt: f32) -> Vec<f32> {
+        uniq.iter()
+            .flat_map(|&r| (0..dim).map(move |j| ((r as f32 + 1.0) * 0.37 + j as f32 * 0.11 + salt).sin()))
+            .collect()
+    }
+
+    #[test]
+    fn init_is_deterministic_and_thread_independent() {
+        let a = EngramTable::new(10_000, 8, 1.0, 7);
+        let b = EngramTable::new(10_000, 8, 1.0, 7);
+        assert_eq!(a.weights(), b.weights());
+        // Chunked generation: one chunk computed alone equals the same chunk of the table.
+        let mut chunk = vec![0.0f32; INIT_CHUNK_ROWS * 8];
+        fill_normal(&mut chunk, 7, 1, 1.0);
+        assert_eq!(&a.weights()[INIT_CHUNK_ROWS * 8..2 * INIT_CHUNK_ROWS * 8], &chunk[..]);
+        let c = EngramTable::new(10_000, 8, 1.0, 8);
+        assert_ne!(a.weights(), c.weights());
+    }
+
+    #[test]
+    fn init_has_requested_moments() {
+        let t = EngramTable::new(20_000, 16, 0.5, 3);
+        let n = t.weights().len() as f64;
+        let mean = t.weights().iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = t.weights().iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var.sqrt() - 0.5).abs() < 0.01, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn gather_copies_the_requested_rows() {
+        let t = EngramTable::new(100, 4, 1.0, 1);
+        let mut out = Vec::new();
+        t.gather(&[3, 0, 99], &mut out).unwrap();
+        assert_eq!(&out[0..4], &t.weights()[12..16]);
+        assert_eq!(&out[4..8], &t.weights()[0..4]);
+        assert_eq!(&out[8..12], &t.weights()[396..400]);
+        assert_eq!(t.gather(&[100], &mut out), Err(TableError::RowOutOfRange { row: 100, rows: 100 }));
+    }
+
+    #[test]
+    fn sparse_equals_dense_when_every_row_is_touched_every_step() {
+        let (rows, dim) = (64, 8);
+        let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
+        let mut dense = sparse.clone();
+        let all: Vec<u32> = (0..rows as u32).collect();
+        for step in 0..5 {
+            let g = grads_for(&all, dim, step as f32);
+            sparse.adam_step(&all, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+            dense.adam_step(&all, &g, 1e-2, &TableAdam::default(), UpdateMode::Dense).unwrap();
+        }
+        assert_eq!(sparse.weights(), dense.weights());
+        assert_eq!(sparse.moments(), dense.moments());
+    }
+
+    #[test]
+    fn sparse_equals_dense_on_the_first_step() {
+        let (rows, dim) = (1000, 4);
+        let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
+        let mut dense = sparse.clone();
+        let uniq = [2u32, 17, 500, 999];
+        let g = grads_for(&uniq, dim, 0.0);
+        sparse.adam_step(&uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+        dense.adam_step(&uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Dense).unwrap();
+        // With zero moments, a zero gradient moves nothing: the two agree on every row.
+        assert_eq!(sparse.weights(), dense.weights());
+    }
+
+    #[test]
+    fn rows_not_looked_up_stay_bit_identical() {
+        let (rows, dim) = (500, 8);
+        let mut t = EngramTable::new(rows, dim, 1.0, 9);
+        let before = t.clone();
+        let touched = [[1u32, 5, 9], [5, 10, 11], [1, 2, 3]];
+        for (s, uniq) in touched.iter().enumerate() {
+            let g = grads_for(uniq, dim, s as f32);
+            t.adam_step(uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+        }
+        let hit: std::collections::BTreeSet<u32> = touched.iter().flatten().copied().collect();
+        for r in 0..rows {
+            let span = r * dim..(r + 1) * dim;
+            if hit.contains(&(r as u32)) {
+                assert_ne!(&t.weights()[span.clone()], &before.weights()[span]);
+            } else {
+                assert_eq!(&t.weights()[span.clone()].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                           &before.weights()[span.clone()].iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                assert!(t.moments().0[span.clone()].iter().all(|&x| x == 0.0));
+                assert!(t.moments().1[span].iter().all(|&x| x == 0.0));
+            }
+        }
+        assert_eq!(t.step(), 3);
+    }
+
+    #[test]
+    fn dense_moves_untouched_rows_with_momentum() {
+        // The difference between the two modes is real: after a row was touched once, dense Adam
+        // keeps moving it while lazy Adam freezes it.
+        let (rows, dim) = (10, 2);
+        let mut sparse = EngramTable::new(rows, dim, 1.0, 1);
+        let mut dense = sparse.clone();
+        let g = grads_for(&[4], dim, 0.0);
+        sparse.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+        dense.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Dense).unwrap();
+        let g2 = grads_for(&[7], dim, 1.0);
+        sparse.adam_step(&[7], &g2, 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+        dense.adam_step(&[7], &g2, 0.1, &TableAdam::default(), UpdateMode::Dense).unwrap();
+        assert_ne!(sparse.weights()[8..10], dense.weights()[8..10]);
+        assert_eq!(sparse.weights()[14..16], dense.weights()[14..16]);
+    }
+
+    #[test]
+    fn bad_gradient_shape_is_an_error() {
+        let mut t = EngramTable::new(10, 4, 1.0, 1);
+        let err = t.adam_step(&[1, 2], &[0.0; 7], 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap_err();
+        assert_eq!(err, TableError::GradShape { got: 7, expected: 8, uniq: 2, dim: 4 });
+        assert_eq!(t.step(), 0, "a failed step does not advance the counter");
+    }
+}

@@ -1,0 +1,544 @@
+//! The one training loop every experiment uses.
+//!
+//! AdamW for the backbone (warmup + cosine schedule); the Engram tables in their own optimiser
+//! — lazy Adam at `table_lr_mult ×` the backbone rate, no weight decay (spec §6) — updated only
+//! on the rows the batch touched ([`crate::table`]). Periodic evaluation on held-out books.
+//! Every run writes its own directory: `config.json` (before training), `metrics.csv`
+//! (appended as training goes) and `summary.json`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{cost, Cost};
+use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
+use crate::data::{DataConfig, PreparedData};
+use crate::engram::EngramMemory;
+use crate::hashing::{default_rng, NgramHasher};
+use crate::model::{cross_entropy, ModelConfig, Transformer};
+use crate::table::EngramTable;
+use crate::ConfigError;
+
+/// Optimisation and evaluation settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Peak backbone learning rate.
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr` (cosine floor).
+    pub min_lr_ratio: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// AdamW decoupled weight decay of the backbone.
+    pub weight_decay: f32,
+    /// AdamW β1.
+    pub beta1: f32,
+    /// AdamW β2.
+    pub beta2: f32,
+    /// AdamW ε.
+    pub eps: f32,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Validation windows per evaluation (evenly spaced over the held-out books).
+    pub eval_windows: usize,
+    /// Seed of the initialisation and the data sampler.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 300,
+            batch_size: 16,
+            seq_len: 64,
+            lr: 3e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 30,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            eval_every: 100,
+            eval_windows: 128,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Check every field; the error names the field, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pos = |name: &str, v: usize| if v == 0 { Err(ConfigError::new(name, v, ">= 1")) } else { Ok(()) };
+        pos("train.steps", self.steps)?;
+        pos("train.batch_size", self.batch_size)?;
+        pos("train.seq_len", self.seq_len)?;
+        pos("train.eval_every", self.eval_every)?;
+        pos("train.eval_windows", self.eval_windows)?;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(ConfigError::new("train.lr", self.lr, "a finite number > 0"));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(ConfigError::new("train.min_lr_ratio", self.min_lr_ratio, "0 <= x <= 1"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::new("train.weight_decay", self.weight_decay, "a finite number >= 0"));
+        }
+        for (name, b) in [("train.beta1", self.beta1), ("train.beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(ConfigError::new(name, b, "0 <= x < 1"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(ConfigError::new("train.eps", self.eps, "a finite number > 0"));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (0-based): linear warmup to `lr`, cosine decay to
+    /// `min_lr_ratio · lr` at the last step.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let decay_steps = self.steps.saturating_sub(self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f64 / decay_steps as f64).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// One run: a name, a model, its training and its data.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Run name (also its directory name in experiments).
+    pub name: String,
+    /// The model.
+    pub model: ModelConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Corpus and tokenisation.
+    pub data: DataConfig,
+}
+
+impl ExperimentConfig {
+    /// Check every field, and that the model fits the data.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.model.validate()?;
+        self.train.validate()?;
+        self.data.validate()?;
+        if self.model.vocab_size != self.data.vocab_size {
+            return Err(ConfigError::new(
+                "model.vocab_size",
+                self.model.vocab_size,
+                format!("equal to data.vocab_size = {}", self.data.vocab_size),
+            ));
+        }
+        if self.train.seq_len > self.model.max_seq_len {
+            return Err(ConfigError::new("train.seq_len", self.train.seq_len, format!("<= model.max_seq_len = {}", self.model.max_seq_len)));
+        }
+        Ok(())
+    }
+}
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// I/O on the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Hashing failed (e.g. an id outside the compressed vocabulary).
+    #[error(transparent)]
+    Hash(#[from] crate::hashing::HashError),
+    /// A table operation failed.
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    /// The data is too short for the windows.
+    #[error("{split} split has {len} tokens, fewer than one window of seq_len + 1 = {need}")]
+    DataTooShort {
+        /// "train" or "validation".
+        split: &'static str,
+        /// Its tokens.
+        len: usize,
+        /// Tokens needed.
+        need: usize,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged: loss is {loss} at step {step}")]
+    NonFiniteLoss {
+        /// The step.
+        step: usize,
+        /// The loss.
+        loss: f32,
+    },
+    /// JSON (de)serialisation.
+    #[error("{path}: {source}")]
+    Json {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Write `value` as pretty JSON to `path` atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let s = serde_json::to_string_pretty(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
+    write_atomic(path, s.as_bytes())
+}
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetricRow {
+    /// Steps done.
+    pub step: usize,
+    /// Training tokens seen.
+    pub tokens: u64,
+    /// Mean training loss since the previous row.
+    pub train_loss: f32,
+    /// Validation loss (NaN when not evaluated at this row).
+    pub val_loss: f32,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Seconds since the start of training (evaluation included).
+    pub elapsed_seconds: f64,
+}
+
+/// Header of `metrics.csv`.
+pub const METRICS_HEADER: &str = "step,tokens,train_loss,val_loss,lr,elapsed_seconds";
+
+impl MetricRow {
+    fn csv(&self) -> String {
+        format!("{},{},{},{},{},{:.3}", self.step, self.tokens, self.train_loss, self.val_loss, self.lr, self.elapsed_seconds)
+    }
+}
+
+/// What a run measured; also written as the run's `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    /// Run name.
+    pub name: String,
+    /// "baseline" or "engram".
+    pub variant: String,
+    /// Parameters, bytes, FLOPs.
+    pub cost: Cost,
+    /// Training tokens seen.
+    pub train_tokens: u64,
+    /// Final validation loss (nats per token).
+    pub val_loss: f32,
+    /// Final validation loss with the Engram memory zeroed (Engram runs only).
+    pub val_loss_memory_off: Option<f32>,
+    /// Mean training loss over the last logging interval.
+    pub final_train_loss: f32,
+    /// Training throughput (tokens per second of training steps, evaluation excluded).
+    pub tokens_per_sec: f64,
+    /// Median seconds per training step.
+    pub median_step_seconds: f64,
+    /// Wall time of the whole run.
+    pub wall_seconds: f64,
+    /// Steps run.
+    pub steps: usize,
+    /// Seed.
+    pub seed: u64,
+    /// The metrics rows.
+    pub curve: Vec<MetricRow>,
+}
+
+/// How [`run`] reports progress.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Show a progress bar (on a terminal) and print evaluation lines.
+    pub progress: bool,
+    /// Also evaluate with the Engram memory zeroed at the end.
+    pub eval_memory_off: bool,
+}
+
+/// The model's Engram state: the hashing used by the batcher and one table per layer.
+pub struct EngramState {
+    /// Tables, one per Engram block in block order.
+    pub tables: Vec<EngramTable>,
+}
+
+/// Build the batcher's hashing for a model, from the prepared data.
+pub fn engram_hashing(model: &ModelConfig, data: &PreparedData) -> Result<Option<EngramHashing>, TrainError> {
+    let Some(e) = &model.engram else { return Ok(None) };
+    let (compress, v_prime) = if e.compression {
+        (data.compression.clone(), data.compressed_vocab_size as u64)
+    } else {
+        ((0..data.vocab_size as u32).collect(), data.vocab_size as u64)
+    };
+    let pad_c = compress[data.pad_id as usize];
+    let mut hash_cfg = e.hash_config(data.pad_id);
+    // The hasher walks primes in `layer_ids` order; the model's blocks run in ascending order.
+    hash_cfg.layer_ids.sort_unstable();
+    let hasher = NgramHasher::new(&hash_cfg, v_prime, pad_c)?;
+    Ok(Some(EngramHashing { hasher, compress, control: e.control }))
+}
+
+fn upload_batch(batch: &HostBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let to_t = |v: &[u32]| {
+        let ids: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [batch.batch, batch.seq_len]), device)
+    };
+    (to_t(&batch.inputs), to_t(&batch.targets))
+}
+
+fn memories(batch: &HostBatch, tables: &[EngramTable], heads: usize, device: &Device, track: bool, buf: &mut Vec<f32>) -> Result<Vec<EngramMemory>, TrainError> {
+    let mut out = Vec::with_capacity(tables.len());
+    for (layer, table) in batch.layers.iter().zip(tables) {
+        table.gather(&layer.uniq, buf)?;
+        out.push(EngramMemory::upload(std::mem::take(buf), table.dim(), &layer.inverse, batch.batch, batch.seq_len, heads, device, track));
+    }
+    Ok(out)
+}
+
+/// Mean validation loss of `model` over `starts` windows of `stream`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Transformer,
+    batcher: &mut Batcher,
+    tables: &[EngramTable],
+    stream: &[u32],
+    starts: &[usize],
+    device: &Device,
+    zero_memory: bool,
+) -> Result<f32, TrainError> {
+    let heads = batcher.engram().map(|e| e.hasher.heads_per_layer()).unwrap_or(0);
+    let mut batch = HostBatch::default();
+    let mut buf = Vec::new();
+    let mut total = 0.0f64;
+    let mut n = 0usize;
+    for chunk in starts.chunks(batcher.batch) {
+        if chunk.len() < batcher.batch {
+            break;
+        }
+        batcher.make(stream, chunk, &mut batch)?;
+        let (x, y) = upload_batch(&batch, device);
+        let mems = memories(&batch, tables, heads, device, false, &mut buf)?;
+        let loss = cross_entropy(model.forward(x, &mems, zero_memory), y);
+        total += loss.into_scalar::<f32>() as f64;
+        n += 1;
+    }
+    Ok((total / n.max(1) as f64) as f32)
+}
+
+/// Train one model as `cfg` says, writing `out_dir/{config.json, metrics.csv, summary.json}`.
+pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir: &Path, opts: &RunOptions) -> Result<RunResult, TrainError> {
+    cfg.validate()?;
+    if cfg.model.vocab_size != data.vocab_size {
+        return Err(ConfigError::new(
+            "model.vocab_size",
+            cfg.model.vocab_size,
+            format!("the prepared data's vocabulary size, {} (the corpus has fewer distinct tokens than data.vocab_size)", data.vocab_size),
+        )
+        .into());
+    }
+    let tc = &cfg.train;
+    for (split, len) in [("train", data.train.len()), ("validation", data.val.len())] {
+        if len < tc.seq_len + 1 {
+            return Err(TrainError::DataTooShort { split, len, need: tc.seq_len + 1 });
+        }
+    }
+    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    write_json(&out_dir.join("config.json"), cfg)?;
+    let t_start = Instant::now();
+
+    let train_device = device.clone().autodiff();
+    train_device.seed(tc.seed);
+    let mut model = cfg.model.init(&train_device);
+    let hashing = engram_hashing(&cfg.model, data)?;
+    let heads = hashing.as_ref().map(|h| h.hasher.heads_per_layer()).unwrap_or(0);
+    let table_rows: Vec<usize> = hashing.as_ref().map(|h| h.table_rows()).unwrap_or_default();
+    let ecfg = cfg.model.engram.clone();
+    let mut tables: Vec<EngramTable> = match &ecfg {
+        Some(e) => table_rows
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| EngramTable::new(rows, e.d_head, e.table_init_std, tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let run_cost = cost(&cfg.model, tc.seq_len, &table_rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
+    let mut batcher = Batcher::new(tc.batch_size, tc.seq_len, hashing);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(tc.beta1)
+        .with_beta_2(tc.beta2)
+        .with_epsilon(tc.eps)
+        .with_weight_decay(tc.weight_decay)
+        .init();
+    let mut rng = default_rng(tc.seed);
+    let eval_starts = batcher.eval_starts(data.val.len(), tc.eval_windows.div_ceil(tc.batch_size) * tc.batch_size);
+
+    let metrics_path = out_dir.join("metrics.csv");
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(io_err(&metrics_path))?;
+    writeln!(metrics, "{METRICS_HEADER}").map_err(io_err(&metrics_path))?;
+
+    let bar = if opts.progress { indicatif::ProgressBar::new(tc.steps as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(cfg.name.clone());
+    let interactive = opts.progress && !bar.is_hidden();
+
+    let mut batch = HostBatch::default();
+    let mut buf = Vec::new();
+    let mut curve = Vec::new();
+    let mut step_times = Vec::with_capacity(tc.steps);
+    let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+    let mut last_train = f32::NAN;
+    let mut train_seconds = 0.0;
+    let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
+    let t_train = Instant::now();
+    let eval_device = device.clone().without_autodiff();
+    for step in 0..tc.steps {
+        let t0 = Instant::now();
+        let lr = tc.lr_at(step);
+        let starts = batcher.sample_starts(data.train.len(), &mut rng);
+        batcher.make(&data.train, &starts, &mut batch)?;
+        let (x, y) = upload_batch(&batch, &train_device);
+        let mems = memories(&batch, &tables, heads, &train_device, true, &mut buf)?;
+        let loss = cross_entropy(model.forward(x, &mems, false), y);
+        let loss_value = loss.clone().into_scalar::<f32>();
+        if !loss_value.is_finite() {
+            bar.abandon();
+            return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
+        }
+        let grads = loss.backward();
+        if let Some(e) = &ecfg {
+            for ((mem, table), layer) in mems.iter().zip(tables.iter_mut()).zip(&batch.layers) {
+                let g = mem.rows.grad(&grads).expect("the gathered rows are an autodiff leaf used by the loss");
+                let g = g.into_data().try_into_vec::<f32>().expect("gradients are f32");
+                table.adam_step(&layer.uniq, &g, (lr * e.table_lr_mult) as f32, &e.table_adam, e.update)?;
+            }
+        }
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optim.step(lr, model, grads);
+        let dt = t0.elapsed().as_secs_f64();
+        step_times.push(dt);
+        train_seconds += dt;
+        loss_sum += loss_value as f64;
+        loss_n += 1;
+        bar.inc(1);
+        bar.set_message(format!("loss {:.3}  {:.0} tok/s", loss_value, tokens_per_step as f64 / dt));
+
+        let done = step + 1;
+        let eval_now = done % tc.eval_every == 0 || done == tc.steps;
+        let log_now = eval_now || done % (tc.eval_every / 4).max(1) == 0;
+        if log_now {
+            last_train = (loss_sum / loss_n as f64) as f32;
+            let val_loss = if eval_now {
+                let valid = model.valid();
+                evaluate(&valid, &mut batcher, &tables, &data.val, &eval_starts, &eval_device, false)?
+            } else {
+                f32::NAN
+            };
+            let row = MetricRow {
+                step: done,
+                tokens: done as u64 * tokens_per_step,
+                train_loss: last_train,
+                val_loss,
+                lr,
+                elapsed_seconds: t_train.elapsed().as_secs_f64(),
+            };
+            writeln!(metrics, "{}", row.csv()).map_err(io_err(&metrics_path))?;
+            if eval_now {
+                let line = format!("{:>14} step {:>5}  train {:.4}  val {:.4}  lr {:.2e}", cfg.name, done, last_train, val_loss, lr);
+                if interactive {
+                    bar.println(line);
+                } else if opts.progress {
+                    eprintln!("{line}");
+                }
+            }
+            curve.push(row);
+            loss_sum = 0.0;
+            loss_n = 0;
+        }
+    }
+    metrics.sync_all().map_err(io_err(&metrics_path))?;
+    bar.finish_and_clear();
+    let valid = model.valid();
+    let val_loss = curve.last().map(|r| r.val_loss).unwrap_or(f32::NAN);
+    let val_loss_memory_off = if opts.eval_memory_off && !tables.is_empty() {
+        Some(evaluate(&valid, &mut batcher, &tables, &data.val, &eval_starts, &eval_device, true)?)
+    } else {
+        None
+    };
+    let mut sorted = step_times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let result = RunResult {
+        name: cfg.name.clone(),
+        variant: if cfg.model.engram.is_some() { "engram" } else { "baseline" }.to_string(),
+        cost: run_cost,
+        train_tokens: tc.steps as u64 * tokens_per_step,
+        val_loss,
+        val_loss_memory_off,
+        final_train_loss: last_train,
+        tokens_per_sec: (tc.steps as u64 * tokens_per_step) as f64 / train_seconds.max(1e-9),
+        median_step_seconds: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+        wall_seconds: t_start.elapsed().as_secs_f64(),
+        steps: tc.steps,
+        seed: tc.seed,
+        curve,
+    };
+    write_json(&out_dir.join("summary.json"), &result)?;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let tc = TrainConfig { steps: 100, warmup_steps: 10, lr: 1.0, min_lr_ratio: 0.1, ..TrainConfig::default() };
+        assert!((tc.lr_at(0) - 0.1).abs() < 1e-12);
+        assert!((tc.lr_at(9) - 1.0).abs() < 1e-12);
+        assert!((tc.lr_at(10) - 1.0).abs() < 1e-12);
+        assert!((tc.lr_at(100) - 0.1).abs() < 1e-12);
+        assert!((1..100).all(|s| tc.lr_at(s) <= 1.0 && tc.lr_at(s) >= 0.1));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let tc = TrainConfig { lr: 0.0, ..TrainConfig::default() };
+        assert!(tc.validate().unwrap_err().to_string().contains("train.lr"));
+        let tc = TrainConfig { batch_size: 0, ..TrainConfig::default() };
+        assert!(tc.validate().unwrap_err().to_string().contains("train.batch_size"));
+    }
+}
