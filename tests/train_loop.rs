@@ -1,0 +1,102 @@
+//! The training loop on the shipped corpus: loss goes down, files are written, and
+//! `exp_engram --quick` produces every promised output.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use burn::tensor::Device;
+use engram::data::{DataConfig, PreparedData};
+use engram::engram::EngramConfig;
+use engram::model::ModelConfig;
+use engram::train::{run, ExperimentConfig, RunOptions, TrainConfig};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("engram-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn small_config(engram: bool) -> ExperimentConfig {
+    let data = DataConfig { vocab_size: 512, ..DataConfig::default() };
+    let mut model = ModelConfig::new(512, 32, 2, 2, 32);
+    if engram {
+        model = model.with_engram(EngramConfig { layer_ids: vec![0], table_size: vec![1024, 1024], d_head: 8, ..EngramConfig::default() });
+    }
+    ExperimentConfig {
+        name: if engram { "engram" } else { "baseline" }.into(),
+        model,
+        train: TrainConfig { steps: 40, batch_size: 8, seq_len: 32, warmup_steps: 4, eval_every: 20, eval_windows: 16, ..TrainConfig::default() },
+        data,
+    }
+}
+
+#[test]
+fn a_few_training_steps_reduce_the_loss_and_write_the_run_directory() {
+    let data = PreparedData::prepare(&small_config(false).data).unwrap();
+    for engram in [false, true] {
+        let cfg = small_config(engram);
+        let dir = temp_dir(&cfg.name);
+        let r = run(&cfg, &data, &Device::flex(), &dir, &RunOptions { progress: false, eval_memory_off: true }).unwrap();
+        let first = r.curve.first().unwrap();
+        let last = r.curve.last().unwrap();
+        // ln(512) ≈ 6.24 is the loss of a uniform guess.
+        assert!(first.train_loss < 6.5, "{}: first logged loss {}", cfg.name, first.train_loss);
+        assert!(last.train_loss < first.train_loss - 0.3, "{}: {} → {}", cfg.name, first.train_loss, last.train_loss);
+        assert!(r.val_loss.is_finite() && r.val_loss < 6.0, "{}: val {}", cfg.name, r.val_loss);
+        assert_eq!(r.val_loss_memory_off.is_some(), engram);
+        for f in ["config.json", "metrics.csv", "summary.json"] {
+            assert!(dir.join(f).is_file(), "{} missing {f}", cfg.name);
+        }
+        let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        assert!(csv.starts_with("step,tokens,train_loss,val_loss,lr,elapsed_seconds\n"));
+        assert_eq!(csv.lines().count(), 1 + r.curve.len());
+        if engram {
+            assert_eq!(r.cost.table_rows.len(), 1);
+            assert!(r.cost.params_table > 0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn exp_engram_quick_writes_every_promised_file() {
+    let dir = temp_dir("exp-engram-quick");
+    let out = Command::new(env!("CARGO_BIN_EXE_exp_engram"))
+        .args(["--quick", "--no-progress", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("val loss") && stdout.contains("baseline-") && stdout.contains("engram-"), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let runs = summary["runs"].as_array().unwrap();
+    assert!(runs.iter().filter(|r| r["variant"] == "baseline").count() >= 3);
+    assert!(runs.iter().filter(|r| r["variant"] == "engram").count() >= 3);
+    for r in runs {
+        for key in ["name", "variant", "n_layers", "d_model", "table_rows", "params_backbone", "params_table", "table_bytes", "flops_per_token", "train_tokens", "val_loss", "tokens_per_sec", "wall_seconds"] {
+            assert!(!r[key].is_null(), "run {} lacks {key}", r["name"]);
+        }
+        let run_dir = dir.join(r["name"].as_str().unwrap());
+        for f in ["config.json", "metrics.csv", "summary.json"] {
+            assert!(run_dir.join(f).is_file());
+        }
+    }
+    for stem in ["loss_vs_tokens", "loss_vs_flops", "loss_vs_params", "throughput_vs_table"] {
+        for ext in ["png", "svg"] {
+            let p = dir.join(format!("{stem}.{ext}"));
+            assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
+            assert!(summary["plots"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().ends_with(&format!("{stem}.{ext}"))));
+        }
+    }
+    // A second run into the same directory refuses to replace the finished experiment.
+    let before = std::fs::read(dir.join("summary.json")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_exp_engram")).args(["--quick", "--no-progress", "--out"]).arg(&dir).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
+    // Plots can be redrawn from the files alone.
+    let replot = Command::new(env!("CARGO_BIN_EXE_exp_engram")).args(["--quick", "--plot-only", "--out"]).arg(&dir).output().unwrap();
+    assert!(replot.status.success(), "{}", String::from_utf8_lossy(&replot.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
