@@ -55,6 +55,7 @@ impl MyModel {
 }
 
 fn main() -> anyhow::Result<()> {
+    engram::runtime::tune_allocator();
     let device = Device::flex().autodiff();
     device.seed(0);
 

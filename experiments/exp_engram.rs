@@ -275,5 +275,6 @@ fn main_inner() -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    engram::runtime::tune_allocator();
     exit_with(main_inner())
 }

@@ -11,8 +11,17 @@
 //!   product and softmax are element-wise and not counted (they are < 1 % here).
 //! * The input-embedding lookup and the Engram gather cost no FLOPs; the gather is counted as
 //!   memory traffic: `H · d_head · 4` bytes per token per Engram layer.
-//! * `params_backbone` counts every dense, activated parameter, Engram's projections, norms
-//!   and conv included; `params_table` counts table rows × `d_head`.
+//! * `params_backbone` counts every parameter outside the Engram tables: Engram's
+//!   projections, norms and conv, and every expert of a mixture of experts included;
+//!   `params_table` counts table rows × `d_head`.
+//! * Mixture of experts (E routed experts of width F, top-k, S shared): per block the router
+//!   `D·E` and `(E + S)·3·D·F` expert parameters; FLOPs per token count the router `2·D·E` and
+//!   only the `k + S` activated experts, `2·3·D·F·(k + S)` (the dispatch is sparse, see
+//!   [`crate::model::moe`]). `params_activated` is `params_backbone` less the `E − k` routed
+//!   experts a token does not use; the table rows a token reads (`H·d_head` per Engram layer)
+//!   are not counted as activated, like the rows of the input embedding are.
+//! * Sparse parameters (`params_sparse`): everything total but not activated, i.e. the idle
+//!   routed experts plus the Engram tables — the budget that `exp_allocation` splits.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,12 +44,23 @@ pub struct Cost {
     pub flops_per_token: u64,
     /// Engram gather traffic in bytes per token (all layers).
     pub gather_bytes_per_token: u64,
+    /// Routed-expert parameters, all experts of all blocks (0 without a mixture of experts).
+    #[serde(default)]
+    pub params_experts: u64,
+    /// Parameters a token activates: `params_backbone` less the idle routed experts.
+    #[serde(default)]
+    pub params_activated: u64,
 }
 
 impl Cost {
     /// Total parameters (backbone + tables).
     pub fn params_total(&self) -> u64 {
         self.params_backbone + self.params_table
+    }
+
+    /// Sparse parameters: total less activated (idle routed experts + tables).
+    pub fn params_sparse(&self) -> u64 {
+        self.params_total() - self.params_activated
     }
 }
 
@@ -49,9 +69,20 @@ impl Cost {
 pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
     let (v, d, f, l) = (model.vocab_size as u64, model.d_model as u64, model.d_ff as u64, model.n_layers as u64);
     let t = seq_len as u64;
-    let block_params = 2 * d /* norms */ + 3 * d * d + d * d /* attn */ + 3 * d * f /* SwiGLU */;
+    // Feed-forward per block: (parameters, activated parameters, forward FLOPs per token).
+    let (ffn_params, ffn_active, ffn_flops, experts) = match &model.moe {
+        None => (3 * d * f, 3 * d * f, 2 * 3 * d * f, 0),
+        Some(m) => {
+            let (e, k, s) = (m.n_experts as u64, m.top_k as u64, m.n_shared_experts as u64);
+            let per_expert = m.expert_params(model.d_model);
+            let router = d * e;
+            (router + (e + s) * per_expert, router + (k + s) * per_expert, 2 * router + 2 * (k + s) * per_expert, e * per_expert)
+        }
+    };
+    let block_params = 2 * d /* norms */ + 3 * d * d + d * d /* attn */ + ffn_params;
     let mut params = v * d + l * block_params + d + d * v;
-    let block_matmul_flops = 2 * (4 * d * d + 3 * d * f);
+    let idle_experts = l * (ffn_params - ffn_active);
+    let block_matmul_flops = 2 * 4 * d * d + ffn_flops;
     let attn_flops = 2 * d * (t + 1);
     let mut flops = l * (block_matmul_flops + attn_flops) + 2 * d * v;
     let mut engram_dense = 0;
@@ -77,6 +108,8 @@ pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
         table_rows: table_rows.to_vec(),
         flops_per_token: flops,
         gather_bytes_per_token: gather,
+        params_experts: l * experts,
+        params_activated: params - idle_experts,
     }
 }
 
@@ -110,5 +143,30 @@ mod tests {
         // d_mem = 2·2·4 = 16; value + one key: 2·(2·16·8); conv: 2·4·8.
         assert_eq!(small.flops_per_token - b.flops_per_token, 2 * (2 * 16 * 8) + 2 * 4 * 8);
         assert_eq!(small.gather_bytes_per_token, 4 * 4 * 4);
+        assert_eq!(small.params_activated, small.params_backbone, "no experts: everything dense is activated");
+        assert_eq!(small.params_sparse(), small.params_table);
+    }
+
+    #[test]
+    fn moe_counts_all_experts_as_parameters_and_only_activated_ones_as_flops() {
+        use crate::model::MoeConfig;
+        // V 100, D 8, 1 block, E 4 experts of width F 5, top-2, 1 shared, T 16.
+        let m = ModelConfig::new(100, 8, 1, 2, 16).with_moe(MoeConfig::new(4, 2, 5).with_shared_experts(1));
+        let c = cost(&m, 16, &[]);
+        // Per expert 3·8·5 = 120; router 8·4 = 32.
+        // embed 800 + norms 16 + attn 256 + router 32 + (4 + 1)·120 + final norm 8 + head 800.
+        assert_eq!(c.params_backbone, 800 + 16 + 256 + 32 + 600 + 8 + 800);
+        assert_eq!(c.params_experts, 4 * 120);
+        // Idle: E − k = 2 routed experts.
+        assert_eq!(c.params_activated, c.params_backbone - 2 * 120);
+        assert_eq!(c.params_sparse(), 240);
+        // FLOPs: attention projections 2·4·64, router 2·32, experts 2·(2 + 1)·120,
+        // attention scores 2·8·17, head 2·8·100.
+        assert_eq!(c.flops_per_token, 2 * 4 * 64 + 2 * 32 + 2 * 3 * 120 + 2 * 8 * 17 + 1600);
+        // More experts at the same k add parameters, not FLOPs (beyond the router's 2·D per expert).
+        let wide = ModelConfig::new(100, 8, 1, 2, 16).with_moe(MoeConfig::new(8, 2, 5).with_shared_experts(1));
+        let w = cost(&wide, 16, &[]);
+        assert_eq!(w.flops_per_token - c.flops_per_token, 2 * 8 * 4);
+        assert_eq!(w.params_sparse() - c.params_sparse(), 4 * 120);
     }
 }

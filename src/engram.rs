@@ -191,14 +191,16 @@ impl EngramConfig {
                 format!("one size per order 2..={}: {} values", self.max_ngram_size, self.max_ngram_size - 1),
             ));
         }
-        if let Some(&s) = self.table_size.iter().find(|&&s| s < 1) {
-            return Err(E::new("engram.table_size", s, ">= 1"));
+        if let Some(&s) = self.table_size.iter().find(|&&s| !(1..=crate::hashing::MAX_TABLE_ROWS).contains(&s)) {
+            return Err(E::new("engram.table_size", s, format!("1..={}", crate::hashing::MAX_TABLE_ROWS)));
         }
         if self.d_head < 1 {
             return Err(E::new("engram.d_head", self.d_head, ">= 1"));
         }
-        if self.hc_mult < 1 {
-            return Err(E::new("engram.hc_mult", self.hc_mult, ">= 1"));
+        if self.hc_mult != 1 {
+            // The Transformer has one residual stream; M > 1 is for the layer used on its own
+            // (`EngramLayerConfig::with_hc_mult`).
+            return Err(E::new("engram.hc_mult", self.hc_mult, "1 (the model has a single residual stream)"));
         }
         if self.kernel_size < 1 {
             return Err(E::new("engram.kernel_size", self.kernel_size, ">= 1"));
@@ -210,7 +212,7 @@ impl EngramConfig {
             return Err(E::new("engram.table_init_std", self.table_init_std, "a finite number >= 0"));
         }
         let a = &self.table_adam;
-        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || a.eps.is_nan() || a.eps <= 0.0 {
+        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || !a.eps.is_finite() || a.eps <= 0.0 {
             return Err(E::new("engram.table_adam", format!("{a:?}"), "0 <= beta1, beta2 < 1 and eps > 0"));
         }
         Ok(())

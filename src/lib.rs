@@ -9,9 +9,11 @@
 //! * [`engram`]: the Engram layer, a burn `Module` you can put in your own model.
 //! * [`model`]: a small decoder-only Transformer that takes Engram at chosen blocks.
 //! * [`data`]: the shipped corpus and the batcher that hashes once per batch.
-//! * [`train`]: the one training loop; [`cost`]: parameters, bytes and FLOPs;
+//! * [`train`]: the one training loop; [`checkpoint`]: its resumable state;
+//!   [`cost`]: parameters, bytes and FLOPs;
 //!   [`report`]: metrics files and plots.
 
+pub mod checkpoint;
 pub mod cost;
 pub mod data;
 pub mod device;
@@ -20,6 +22,7 @@ pub mod experiment;
 pub mod hashing;
 pub mod model;
 pub mod report;
+pub mod runtime;
 pub mod table;
 pub mod tokenizer;
 pub mod train;

@@ -4,7 +4,9 @@
 //! — lazy Adam at `table_lr_mult ×` the backbone rate, no weight decay (spec §6) — updated only
 //! on the rows the batch touched ([`crate::table`]). Periodic evaluation on held-out books.
 //! Every run writes its own directory: `config.json` (before training), `metrics.csv`
-//! (appended as training goes) and `summary.json`.
+//! (appended as training goes) and `summary.json`. With [`RunOptions::checkpoints`] it also
+//! keeps `checkpoint/` ([`crate::checkpoint`]) every `train.checkpoint_every` steps and at the
+//! end, and [`RunOptions::resume`] continues a run from it with the same batches and updates.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,10 +17,11 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, Progress};
 use crate::cost::{cost, Cost};
 use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::{DataConfig, PreparedData};
-use crate::engram::EngramMemory;
+use crate::engram::{EngramConfig, EngramMemory};
 use crate::hashing::{default_rng, NgramHasher};
 use crate::model::{cross_entropy, ModelConfig, Transformer};
 use crate::table::EngramTable;
@@ -54,6 +57,10 @@ pub struct TrainConfig {
     pub eval_windows: usize,
     /// Seed of the initialisation and the data sampler.
     pub seed: u64,
+    /// Write the run's checkpoint every this many steps (0: only at the end), in runs that
+    /// write checkpoints ([`RunOptions::checkpoints`]).
+    #[serde(default)]
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +79,7 @@ impl Default for TrainConfig {
             eval_every: 100,
             eval_windows: 128,
             seed: 0,
+            checkpoint_every: 0,
         }
     }
 }
@@ -101,6 +109,10 @@ impl TrainConfig {
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(ConfigError::new("train.eps", self.eps, "a finite number > 0"));
+        }
+        if self.checkpoint_every > self.steps {
+            let allowed = format!("0 (only at the end) or 1..=train.steps = {}", self.steps);
+            return Err(ConfigError::new("train.checkpoint_every", self.checkpoint_every, allowed));
         }
         Ok(())
     }
@@ -132,7 +144,67 @@ pub struct ExperimentConfig {
     pub data: DataConfig,
 }
 
+/// Names of the [`ExperimentConfig::preset`]s.
+pub const PRESET_NAMES: [&str; 2] = ["tiny", "small"];
+
 impl ExperimentConfig {
+    /// Preset `tiny`, a run of seconds on a CPU (tests, smoke runs): D 32, 2 blocks, Engram at
+    /// block 0 (2 orders × 4 heads of ~1,024-row tables, d_head 8), vocab 512, 40 steps of
+    /// 4 × 32 tokens, evaluation every 20 steps, a checkpoint every 10.
+    pub fn tiny() -> Self {
+        const VOCAB: usize = 512;
+        const SEQ_LEN: usize = 32;
+        let engram = EngramConfig { layer_ids: vec![0], table_size: vec![1_024, 1_024], d_head: 8, ..EngramConfig::default() };
+        Self {
+            name: "tiny".into(),
+            model: ModelConfig::new(VOCAB, 32, 2, 2, SEQ_LEN).with_engram(engram),
+            train: TrainConfig {
+                steps: 40,
+                batch_size: 4,
+                seq_len: SEQ_LEN,
+                warmup_steps: 4,
+                eval_every: 20,
+                eval_windows: 8,
+                checkpoint_every: 10,
+                ..TrainConfig::default()
+            },
+            data: DataConfig { vocab_size: VOCAB, ..DataConfig::default() },
+        }
+    }
+
+    /// Preset `small`, minutes on a CPU: the `small` model (D 128, 4 blocks) with Engram at
+    /// block 1 (~8,192-row tables), vocab 4,096, 600 steps of 16 × 64 tokens, a checkpoint
+    /// every 100 steps.
+    pub fn small() -> Self {
+        const VOCAB: usize = 4_096;
+        const SEQ_LEN: usize = 64;
+        let engram = EngramConfig { layer_ids: vec![1], table_size: vec![8_192, 8_192], ..EngramConfig::default() };
+        Self {
+            name: "small".into(),
+            model: ModelConfig::small(VOCAB, SEQ_LEN).with_engram(engram),
+            train: TrainConfig {
+                steps: 600,
+                batch_size: 16,
+                seq_len: SEQ_LEN,
+                warmup_steps: 40,
+                eval_every: 100,
+                eval_windows: 256,
+                checkpoint_every: 100,
+                ..TrainConfig::default()
+            },
+            data: DataConfig { vocab_size: VOCAB, ..DataConfig::default() },
+        }
+    }
+
+    /// The preset called `name` (one of [`PRESET_NAMES`]).
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "small" => Some(Self::small()),
+            _ => None,
+        }
+    }
+
     /// Check every field, and that the model fits the data.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.model.validate()?;
@@ -190,6 +262,9 @@ pub enum TrainError {
         /// The loss.
         loss: f32,
     },
+    /// Writing, reading or applying a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// JSON (de)serialisation.
     #[error("{path}: {source}")]
     Json {
@@ -238,7 +313,9 @@ pub struct MetricRow {
     pub elapsed_seconds: f64,
 }
 
-/// Header of `metrics.csv`.
+/// Header of `metrics.csv`. Every column but the last, `elapsed_seconds` (wall-clock time), is
+/// bit-identical between two runs of the same config and seed on the same backend, and between
+/// a resumed run and an uninterrupted one.
 pub const METRICS_HEADER: &str = "step,tokens,train_loss,val_loss,lr,elapsed_seconds";
 
 impl MetricRow {
@@ -268,6 +345,9 @@ pub struct RunResult {
     pub tokens_per_sec: f64,
     /// Median seconds per training step.
     pub median_step_seconds: f64,
+    /// Seconds of every training step, in order (evaluation excluded).
+    #[serde(default)]
+    pub step_seconds: Vec<f64>,
     /// Wall time of the whole run.
     pub wall_seconds: f64,
     /// Steps run.
@@ -285,6 +365,11 @@ pub struct RunOptions {
     pub progress: bool,
     /// Also evaluate with the Engram memory zeroed at the end.
     pub eval_memory_off: bool,
+    /// Keep `out_dir/checkpoint/` every `train.checkpoint_every` steps and at the end.
+    pub checkpoints: bool,
+    /// Continue from `out_dir/checkpoint/` (written with the same config and data) instead of
+    /// starting afresh: the same batches and updates as an uninterrupted run.
+    pub resume: bool,
 }
 
 /// The model's Engram state: the hashing used by the batcher and one table per layer.
@@ -356,7 +441,24 @@ pub fn evaluate(
     Ok((total / n.max(1) as f64) as f32)
 }
 
-/// Train one model as `cfg` says, writing `out_dir/{config.json, metrics.csv, summary.json}`.
+/// Remove what an earlier run in `out_dir` left that a fresh run would not replace at once:
+/// its `summary.json` and its checkpoint.
+fn remove_stale_results(out_dir: &Path) -> Result<(), TrainError> {
+    let summary = out_dir.join("summary.json");
+    match std::fs::remove_file(&summary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&summary)(e)),
+        _ => {}
+    }
+    let ckpt = out_dir.join(checkpoint::CHECKPOINT_DIR);
+    if ckpt.exists() {
+        std::fs::remove_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+    }
+    Ok(())
+}
+
+/// Train one model as `cfg` says, writing `out_dir/{config.json, metrics.csv, summary.json}`
+/// (and `checkpoint/` when `opts.checkpoints`); with `opts.resume`, continue the run whose
+/// checkpoint is in `out_dir`.
 pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir: &Path, opts: &RunOptions) -> Result<RunResult, TrainError> {
     cfg.validate()?;
     if cfg.model.vocab_size != data.vocab_size {
@@ -373,8 +475,19 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             return Err(TrainError::DataTooShort { split, len, need: tc.seq_len + 1 });
         }
     }
-    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
-    write_json(&out_dir.join("config.json"), cfg)?;
+    let data_fingerprint = checkpoint::data_fingerprint(data);
+    // Everything a resumed run needs is read and checked before anything is written.
+    let resume_from = if opts.resume {
+        let ck = checkpoint::read(out_dir)?;
+        ck.check_config(cfg)?;
+        ck.check_data(data)?;
+        Some(ck)
+    } else {
+        std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+        remove_stale_results(out_dir)?;
+        write_json(&out_dir.join("config.json"), cfg)?;
+        None
+    };
     let t_start = Instant::now();
 
     let train_device = device.clone().autodiff();
@@ -400,12 +513,36 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         .with_epsilon(tc.eps)
         .with_weight_decay(tc.weight_decay)
         .init();
-    let mut rng = default_rng(tc.seed);
+    let mut progress = Progress::start(default_rng(tc.seed));
+    if let Some(ck) = resume_from {
+        model = ck.load_model(model)?;
+        optim = ck.load_optimizer(optim)?;
+        ck.load_tables(&mut tables)?;
+        progress = ck.progress;
+    }
+    let Progress {
+        step: start_step,
+        mut rng,
+        mut loss_sum,
+        mut loss_n,
+        last_train_loss: mut last_train,
+        mut train_seconds,
+        elapsed_seconds: elapsed_before,
+        mut step_times,
+        rows: mut curve,
+    } = progress;
     let eval_starts = batcher.eval_starts(data.val.len(), tc.eval_windows.div_ceil(tc.batch_size) * tc.batch_size);
 
     let metrics_path = out_dir.join("metrics.csv");
-    let mut metrics = std::fs::File::create(&metrics_path).map_err(io_err(&metrics_path))?;
-    writeln!(metrics, "{METRICS_HEADER}").map_err(io_err(&metrics_path))?;
+    // The file starts as exactly the rows of the state training starts from (none, or the
+    // checkpoint's); later rows are appended as they are logged.
+    let mut text = format!("{METRICS_HEADER}\n");
+    for row in &curve {
+        text.push_str(&row.csv());
+        text.push('\n');
+    }
+    write_atomic(&metrics_path, text.as_bytes())?;
+    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io_err(&metrics_path))?;
 
     let bar = if opts.progress { indicatif::ProgressBar::new(tc.steps as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
@@ -414,27 +551,28 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             .progress_chars("=> "),
     );
     bar.set_prefix(cfg.name.clone());
+    bar.set_position(start_step as u64);
     let interactive = opts.progress && !bar.is_hidden();
 
     let mut batch = HostBatch::default();
     let mut buf = Vec::new();
-    let mut curve = Vec::new();
-    let mut step_times = Vec::with_capacity(tc.steps);
-    let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
-    let mut last_train = f32::NAN;
-    let mut train_seconds = 0.0;
     let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
     let t_train = Instant::now();
     let eval_device = device.clone().without_autodiff();
-    for step in 0..tc.steps {
+    for step in start_step..tc.steps {
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
         let starts = batcher.sample_starts(data.train.len(), &mut rng);
         batcher.make(&data.train, &starts, &mut batch)?;
         let (x, y) = upload_batch(&batch, &train_device);
         let mems = memories(&batch, &tables, heads, &train_device, true, &mut buf)?;
-        let loss = cross_entropy(model.forward(x, &mems, false), y);
-        let loss_value = loss.clone().into_scalar::<f32>();
+        let (logits, aux) = model.forward_with_aux(x, &mems, false);
+        let ce = cross_entropy(logits, y);
+        let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
+        let loss = match (aux, &cfg.model.moe) {
+            (Some(aux), Some(moe)) => ce + aux * moe.aux_loss_coef as f32,
+            _ => ce,
+        };
         if !loss_value.is_finite() {
             bar.abandon();
             return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
@@ -474,7 +612,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 train_loss: last_train,
                 val_loss,
                 lr,
-                elapsed_seconds: t_train.elapsed().as_secs_f64(),
+                elapsed_seconds: elapsed_before + t_train.elapsed().as_secs_f64(),
             };
             writeln!(metrics, "{}", row.csv()).map_err(io_err(&metrics_path))?;
             if eval_now {
@@ -488,6 +626,21 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             curve.push(row);
             loss_sum = 0.0;
             loss_n = 0;
+        }
+        let checkpoint_now = done == tc.steps || (tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0);
+        if opts.checkpoints && checkpoint_now {
+            let state = Progress {
+                step: done,
+                rng: rng.clone(),
+                loss_sum,
+                loss_n,
+                last_train_loss: last_train,
+                train_seconds,
+                elapsed_seconds: elapsed_before + t_train.elapsed().as_secs_f64(),
+                step_times: step_times.clone(),
+                rows: curve.clone(),
+            };
+            checkpoint::write(out_dir, cfg, data_fingerprint, &state, &model, &optim, &tables)?;
         }
     }
     metrics.sync_all().map_err(io_err(&metrics_path))?;
@@ -511,7 +664,8 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         final_train_loss: last_train,
         tokens_per_sec: (tc.steps as u64 * tokens_per_step) as f64 / train_seconds.max(1e-9),
         median_step_seconds: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
-        wall_seconds: t_start.elapsed().as_secs_f64(),
+        step_seconds: step_times.clone(),
+        wall_seconds: elapsed_before + t_start.elapsed().as_secs_f64(),
         steps: tc.steps,
         seed: tc.seed,
         curve,

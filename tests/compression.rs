@@ -447,3 +447,58 @@ fn corpus_token_counts_match_data_md() {
     assert_eq!(gids.len(), 3_164_485);
     assert_eq!(gids.iter().copied().collect::<HashSet<u32>>().len(), 28_907);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any table, any ids: `compress` never panics; it maps every id through the table into
+    /// `0..V'`, or fails naming the first id outside the table and leaves `out` empty.
+    #[test]
+    fn compress_of_arbitrary_ids_is_in_range_or_names_the_first_bad_id(
+        lookup in proptest::collection::vec(0u32..40, 0..200),
+        raw in proptest::collection::vec((proptest::bool::weighted(0.9), any::<u32>()), 0..100),
+    ) {
+        let c = Compression::from_lookup(lookup.clone());
+        let raw: Vec<u32> = raw.into_iter().map(|(ok, x)| if ok && !lookup.is_empty() { x % lookup.len() as u32 } else { x }).collect();
+        let mut out = vec![9; 3];
+        match raw.iter().position(|&x| x as usize >= lookup.len()) {
+            Some(position) => {
+                let e = c.compress(&raw, &mut out).unwrap_err();
+                prop_assert!(matches!(e, TokenizerError::CompressIdOutOfRange { id, position: p, .. } if id == raw[position] && p == position), "{e}");
+                prop_assert!(out.is_empty());
+            }
+            None => {
+                c.compress(&raw, &mut out).unwrap();
+                prop_assert_eq!(out.len(), raw.len());
+                for (&r, &o) in raw.iter().zip(&out) {
+                    prop_assert_eq!(o, lookup[r as usize]);
+                    prop_assert!(o < c.compressed_vocab_size());
+                }
+            }
+        }
+    }
+
+    /// Raw DeepSeek-V3 ids through compression and the demo hash, as `engram hash` runs them:
+    /// every row lies in its layer's table, or one of the two steps returns an error.
+    #[test]
+    fn deepseek_ids_compress_and_hash_into_the_tables_or_fail_cleanly(
+        raw in proptest::collection::vec((proptest::bool::weighted(0.95), any::<u32>()), 0..64),
+    ) {
+        use engram::hashing::{HashConfig, NgramHasher};
+        let (t, c) = deepseek();
+        let raw: Vec<u32> = raw.into_iter().map(|(ok, x)| if ok { x % t.vocab_size() } else { x }).collect();
+        let mut compressed = Vec::new();
+        let all_valid = raw.iter().all(|&x| x < t.vocab_size());
+        prop_assert_eq!(c.compress(&raw, &mut compressed).is_ok(), all_valid);
+        if !all_valid {
+            return Ok(());
+        }
+        let cfg = HashConfig::demo();
+        let h = NgramHasher::new(&cfg, u64::from(c.compressed_vocab_size()), c.compress_id(cfg.pad_id).unwrap()).unwrap();
+        let mut rows = Vec::new();
+        h.hash_batch_rows(&compressed, 1, compressed.len(), &mut rows).unwrap();
+        for (layer, r) in h.layers().iter().zip(&rows) {
+            prop_assert!(r.iter().all(|&x| u64::from(x) < layer.total_rows));
+        }
+    }
+}

@@ -399,3 +399,56 @@ fn numpy_small_bounds_use_the_buffered_32_bit_path() {
     assert_eq!(g.below(1), 0);
     assert_eq!(g.state(), raw.state(), "two 32-bit draws and a below(1) consumed exactly one u64");
 }
+
+/// Ids for a hasher of vocabulary `vocab`: mostly in range, some anywhere in `u32`.
+fn arb_ids(vocab: u64, max_len: usize) -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec((prop::bool::weighted(0.9), any::<u32>()), 0..max_len)
+        .prop_map(move |v| v.into_iter().map(|(ok, x)| if ok { (u64::from(x) % vocab) as u32 } else { x }).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Any config, any ids, any shape: `hash_batch_rows` never panics; it returns rows inside
+    /// each head's range, or the error that names the first bad id or the shape mismatch.
+    #[test]
+    fn batch_rows_of_arbitrary_ids_are_in_range_or_an_error(
+        (cfg, vocab, pad, ids) in arb_setup(1).prop_flat_map(|(cfg, vocab, pad, _)| (Just(cfg), Just(vocab), Just(pad), arb_ids(vocab, 120))),
+        batch in 0usize..6,
+        seq_len in 0usize..40,
+        threads in 1usize..4,
+    ) {
+        let h = NgramHasher::new(&cfg, vocab, pad).expect("valid config");
+        let heads = h.heads_per_layer();
+        let mut out = Vec::new();
+        let n = (batch * seq_len).min(ids.len());
+        // The first n ids, hashed as `batch` rows when that shape fits, else the mismatch.
+        let tokens = &ids[..n];
+        let result = h.hash_batch_rows_threads(tokens, batch, seq_len, &mut out, threads);
+        if n != batch * seq_len {
+            prop_assert_eq!(result, Err(HashError::BatchShape { got: n, batch, seq_len }));
+            return Ok(());
+        }
+        match tokens.iter().position(|&x| u64::from(x) >= vocab) {
+            Some(position) => {
+                prop_assert_eq!(result, Err(HashError::IdOutOfRange { id: tokens[position], position, vocab_size: vocab }));
+            }
+            None => {
+                prop_assert!(result.is_ok());
+                prop_assert_eq!(out.len(), h.layers().len());
+                for (layer, rows) in h.layers().iter().zip(&out) {
+                    let primes: Vec<u64> = layer.primes.iter().flatten().copied().collect();
+                    prop_assert_eq!(rows.len(), n * heads);
+                    for (i, &r) in rows.iter().enumerate() {
+                        let (off, p) = (layer.offsets[i % heads], primes[i % heads]);
+                        prop_assert!(u64::from(r) >= off && u64::from(r) < off + p);
+                        prop_assert!(u64::from(r) < layer.total_rows);
+                    }
+                }
+                let mut single = Vec::new();
+                h.hash_batch_rows(tokens, batch, seq_len, &mut single).expect("same input");
+                prop_assert_eq!(&single, &out, "thread count changes nothing");
+            }
+        }
+    }
+}

