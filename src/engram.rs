@@ -295,6 +295,7 @@ impl EngramMemory {
     /// # Shapes
     /// - `rows`: `U · d_head` values, row-major
     /// - `inverse`: `B · T · H` indices, row-major `[b][t][h]`
+    #[allow(clippy::too_many_arguments)] // one flat call mirroring the documented shapes
     pub fn upload(rows: Vec<f32>, d_head: usize, inverse: &[u32], batch: usize, seq_len: usize, heads: usize, device: &Device, track_grad: bool) -> Self {
         debug_assert_eq!(inverse.len(), batch * seq_len * heads);
         let u = rows.len() / d_head.max(1);
@@ -538,15 +539,12 @@ mod tests {
 
     #[test]
     fn config_validation_names_the_field() {
-        let mut c = EngramConfig::default();
-        c.layer_ids = vec![5];
+        let c = EngramConfig { layer_ids: vec![5], ..EngramConfig::default() };
         let err = c.validate(4).unwrap_err().to_string();
         assert!(err.contains("engram.layer_ids") && err.contains("n_layers = 4"), "{err}");
-        let mut c = EngramConfig::default();
-        c.max_ngram_size = 1;
+        let c = EngramConfig { max_ngram_size: 1, ..EngramConfig::default() };
         assert!(c.validate(4).unwrap_err().to_string().contains("engram.max_ngram_size"));
-        let mut c = EngramConfig::default();
-        c.table_size = vec![10];
+        let c = EngramConfig { table_size: vec![10], ..EngramConfig::default() };
         assert!(c.validate(4).unwrap_err().to_string().contains("engram.table_size"));
         assert!(EngramConfig::default().validate(4).is_ok());
     }

@@ -286,6 +286,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    engram::runtime::tune_allocator();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Hash(args) => hash(args),

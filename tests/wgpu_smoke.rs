@@ -1,0 +1,33 @@
+//! Training on the wgpu backend (a GPU, or lavapipe — Debian's CPU Vulkan — in CI).
+//!
+//! Built only with `--features wgpu`: `cargo test --features wgpu --test wgpu_smoke`.
+#![cfg(feature = "wgpu")]
+
+use engram::data::{DataConfig, PreparedData};
+use engram::device::device_from_name;
+use engram::engram::EngramConfig;
+use engram::model::ModelConfig;
+use engram::train::{run, ExperimentConfig, RunOptions, TrainConfig};
+
+#[test]
+fn a_small_engram_model_trains_on_wgpu() {
+    let device = match device_from_name("wgpu") {
+        Ok(d) => d,
+        Err(e) => panic!("wgpu must be usable where this test runs (CI installs mesa-vulkan-drivers): {e}"),
+    };
+    let data_cfg = DataConfig { vocab_size: 256, ..DataConfig::default() };
+    let data = PreparedData::prepare(&data_cfg).unwrap();
+    let model = ModelConfig::new(256, 32, 2, 2, 16).with_engram(EngramConfig { layer_ids: vec![1], table_size: vec![512, 512], d_head: 8, ..EngramConfig::default() });
+    let cfg = ExperimentConfig {
+        name: "wgpu".into(),
+        model,
+        train: TrainConfig { steps: 12, batch_size: 4, seq_len: 16, warmup_steps: 2, eval_every: 12, eval_windows: 8, ..TrainConfig::default() },
+        data: data_cfg,
+    };
+    let dir = std::env::temp_dir().join(format!("engram-wgpu-{}", std::process::id()));
+    let r = run(&cfg, &data, &device, &dir, &RunOptions::default()).unwrap();
+    let first = r.curve.first().unwrap().train_loss;
+    assert!(r.val_loss.is_finite());
+    assert!(r.final_train_loss < first, "loss {first} → {}", r.final_train_loss);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
