@@ -79,7 +79,7 @@ fn plan(quick: bool, seed: u64, steps: Option<usize>) -> Plan {
             backbone: 0,
             table_sizes: vec![1_024, 8_192, 65_536],
             train: TrainConfig {
-                steps: steps.unwrap_or(600),
+                steps: steps.unwrap_or(500),
                 batch_size: 16,
                 seq_len: 64,
                 warmup_steps: 40,
