@@ -12,7 +12,7 @@
 //! | `no-conv`        | `short_conv: false`                                               |
 //! | `no-compression` | `compression: false` (hash raw model ids)                         |
 //! | `2gram-only`     | `max_ngram_size: 2` with 8 heads: same heads, rows and FLOPs      |
-//! | `two-blocks`     | Engram before blocks 0 and 1, half the table rows each            |
+//! | `two-blocks`     | Engram before blocks 0 and 1, the same rows in all (≤ full's)     |
 //! | `size-one-table` | control: one row per head (a learned constant)                    |
 //! | `shuffled-hash`  | control: each sequence reads another sequence's rows              |
 //! | `baseline`       | no Engram                                                         |
@@ -32,7 +32,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::{EngramConfig, EngramControl};
-use engram::experiment::{exit_with, mean_std, paired_differences, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{bar_chart, Bar};
 use engram::train::write_json;
@@ -64,6 +64,9 @@ struct Args {
 
 fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
     let full = EngramConfig { layer_ids: vec![setup.engram_block], table_size: vec![table_size, table_size], ..EngramConfig::default() };
+    // Two layers share the full layer's rows (head sizes are primes: the largest base that fits).
+    let (orders, heads) = (full.max_ngram_size - 1, full.n_head_per_ngram);
+    let two_blocks = engram_base_size_for_rows(engram_table_rows(table_size, orders, heads, 1), orders, heads, 2);
     let variants: Vec<(&str, Option<EngramConfig>)> = vec![
         (BASELINE, None),
         (FULL, Some(full.clone())),
@@ -74,7 +77,7 @@ fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
             "2gram-only",
             Some(EngramConfig { max_ngram_size: 2, n_head_per_ngram: 2 * full.n_head_per_ngram, table_size: vec![table_size], ..full.clone() }),
         ),
-        ("two-blocks", Some(EngramConfig { layer_ids: vec![0, 1], table_size: vec![table_size / 2, table_size / 2], ..full.clone() })),
+        ("two-blocks", Some(EngramConfig { layer_ids: vec![0, 1], table_size: vec![two_blocks; 2], ..full.clone() })),
         ("size-one-table", Some(EngramConfig { control: EngramControl::SizeOneTable, ..full.clone() })),
         ("shuffled-hash", Some(EngramConfig { control: EngramControl::ShuffledHash, ..full.clone() })),
     ];

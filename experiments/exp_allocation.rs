@@ -33,16 +33,16 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::EngramConfig;
-use engram::hashing::prime_walk;
-use engram::experiment::{exit_with, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::model::MoeConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
 use engram::train::write_json;
 
 const NAME: &str = "exp_allocation";
-/// Training steps of the default mode. Measured on 2 shared cores: ≈ 0.14 s per step with
-/// 16 experts, ≈ 80 s per run including evaluation.
+/// Training steps of the default mode. Measured on the 2-core machine while shared (load
+/// average 5–7): 0.14–0.17 s per step (2 to 16 experts alike: the dispatch is sparse),
+/// 74–93 s per run with its evaluations; the 18 runs took 1,431 s (24 min).
 const DEFAULT_STEPS: usize = 500;
 /// Seeds per configuration.
 const SEEDS: usize = 3;
@@ -86,20 +86,6 @@ impl Budget {
     }
 }
 
-/// The largest per-head base size whose table (the prime walk of one layer) has at most
-/// `rows` rows.
-fn base_size_for_rows(rows: u64, heads_per_order: usize, orders: usize) -> u64 {
-    let table_rows = |base: u64| -> u64 {
-        let walk = prime_walk(&vec![base; orders], heads_per_order, 1).expect("primes exist far above these sizes");
-        walk.iter().flatten().flatten().sum()
-    };
-    let mut base = (rows / (heads_per_order * orders) as u64).max(1);
-    while base > 1 && table_rows(base) > rows {
-        base -= 1;
-    }
-    base
-}
-
 fn specs(setup: &ScienceSetup, b: &Budget) -> Vec<SweepSpec> {
     let idle_max = b.e_max - TOP_K;
     let expert_params = 3 * setup.d_model * b.d_expert;
@@ -116,7 +102,7 @@ fn specs(setup: &ScienceSetup, b: &Budget) -> Vec<SweepSpec> {
         let mut model = setup.backbone().with_moe(moe);
         if moved > 0 {
             let rows = (moved * setup.n_layers * expert_params / b.d_head) as u64;
-            let per_head = base_size_for_rows(rows, HEADS_PER_ORDER, MAX_NGRAM - 1);
+            let per_head = engram_base_size_for_rows(rows, MAX_NGRAM - 1, HEADS_PER_ORDER, 1);
             model = model.with_engram(EngramConfig {
                 layer_ids: vec![setup.engram_block],
                 max_ngram_size: MAX_NGRAM,

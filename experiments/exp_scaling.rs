@@ -26,9 +26,11 @@ use engram::report::{line_chart, Chart, HBand, Series, Style};
 use engram::train::write_json;
 
 const NAME: &str = "exp_scaling";
-/// Training steps of the default mode. Measured on 2 shared cores: ≈ 0.11 s per step for
-/// the backbone with or without Engram, ≈ 70 s per run including evaluation.
-const DEFAULT_STEPS: usize = 500;
+/// Training steps of the default mode. Measured on the 2-core machine while shared (load
+/// average 5–7): 0.13–0.16 s per step with or without Engram (table size does not matter),
+/// 75–90 s per 500-step run with its evaluations; 21 runs of 500 steps took 1,830 s, so the
+/// default is 450 steps (≈ 25 min).
+const DEFAULT_STEPS: usize = 450;
 /// Per-head base table sizes (the primes above them are the real sizes), default mode.
 const DEFAULT_SIZES: [u64; 6] = [64, 256, 1_024, 4_096, 16_384, 65_536];
 /// Per-head base table sizes, `--quick`.

@@ -536,6 +536,25 @@ pub fn paired_differences(runs: &[SweepRun], group: &str, reference: &str, value
         .collect()
 }
 
+/// Table rows of Engram layers whose heads all start at per-head base size `base`: the sum of
+/// the spec §3 prime walk over `layers` layers × `orders` orders × `heads_per_order` heads.
+pub fn engram_table_rows(base: u64, orders: usize, heads_per_order: usize, layers: usize) -> u64 {
+    let walk = crate::hashing::prime_walk(&vec![base; orders], heads_per_order, layers).expect("a prime exists above every u32-sized base");
+    walk.iter().flatten().flatten().sum()
+}
+
+/// The largest per-head base size whose tables ([`engram_table_rows`]) have at most `rows`
+/// rows in all: how experiments hold a table budget fixed although head sizes are distinct
+/// primes above the base.
+pub fn engram_base_size_for_rows(rows: u64, orders: usize, heads_per_order: usize, layers: usize) -> u64 {
+    let heads = (orders * heads_per_order * layers).max(1) as u64;
+    let mut base = (rows / heads).max(1);
+    while base > 1 && engram_table_rows(base, orders, heads_per_order, layers) > rows {
+        base -= 1;
+    }
+    base
+}
+
 /// `mean ± std` with 4 decimals.
 pub fn pm(mean: f64, std: f64) -> String {
     format!("{mean:.4} ± {std:.4}")
@@ -630,6 +649,19 @@ mod sweep_tests {
         assert_eq!(d, vec![-0.5, -1.0], "seed 2 has no baseline");
         let off = paired_differences(&runs, "v", "base", |r| r.record.val_loss_memory_off.map(f64::from));
         assert_eq!(off, vec![1.0]);
+    }
+
+    #[test]
+    fn base_size_keeps_the_table_within_its_row_budget() {
+        // Demo layout (spec §3): base 646400, 2 orders × 8 heads → 10,344,164 rows in layer 1.
+        assert_eq!(engram_table_rows(646_400, 2, 8, 1), 10_344_164);
+        for (rows, orders, heads, layers) in [(8_000u64, 2, 4, 1), (8_000, 1, 8, 1), (8_000, 2, 4, 2), (100_000, 2, 4, 1)] {
+            let base = engram_base_size_for_rows(rows, orders, heads, layers);
+            let got = engram_table_rows(base, orders, heads, layers);
+            assert!(got <= rows, "{got} > {rows}");
+            assert!(engram_table_rows(base + 1, orders, heads, layers) > rows || got == rows, "base {base} is not the largest");
+            assert!(got as f64 > 0.97 * rows as f64, "{got} far below {rows}");
+        }
     }
 
     #[test]

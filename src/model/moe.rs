@@ -195,7 +195,10 @@ impl Moe {
         // Assignments a = token·k + slot, sorted by expert (stable: token order within one).
         let mut order: Vec<usize> = (0..n * k).collect();
         order.sort_by_key(|&a| routing.experts[a]);
-        let index = |v: Vec<i32>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+        let index = |v: Vec<i32>| {
+            let len = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
+        };
         let tokens = index(order.iter().map(|&a| (a / k) as i32).collect());
         let dispatched = xf.select(0, tokens); // [N·k, D], grouped by expert
         let mut outputs = Vec::with_capacity(self.experts.len());

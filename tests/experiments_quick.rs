@@ -1,0 +1,124 @@
+//! The science experiments end to end in `--quick` mode: each binary trains its runs, writes
+//! per-run directories, a `summary.json` with runs, aggregates and analysis, and its plots.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use engram::experiment::SweepSummary;
+
+/// A fresh output directory for one test.
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engram-quick-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin).args(args).output().expect("the experiment binary starts")
+}
+
+/// Run `bin --quick --out dir`, check the common layout, return the summary.
+fn quick(bin: &str, dir: &Path) -> SweepSummary {
+    let out = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().expect("utf-8 temp path")]);
+    assert!(out.status.success(), "{bin} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("val loss"), "no end-of-run table:\n{stdout}");
+    let s = SweepSummary::read(dir).expect("summary.json parses as a sweep summary");
+    assert!(s.quick);
+    assert!(s.seeds >= 3, "at least 3 seeds");
+    assert_eq!(s.runs.len(), s.groups.len() * s.seeds, "every configuration with every seed");
+    for r in &s.runs {
+        for file in ["config.json", "metrics.csv", "summary.json"] {
+            assert!(dir.join(&r.record.name).join(file).is_file(), "{}/{file} missing", r.record.name);
+        }
+        assert!(r.record.val_loss.is_finite() && r.record.val_loss > 0.0);
+    }
+    for g in &s.groups {
+        assert_eq!(g.n, s.seeds, "{}", g.group);
+        let mut seeds = g.seeds.clone();
+        seeds.dedup();
+        assert_eq!(seeds.len(), s.seeds, "{}: distinct seeds", g.group);
+        assert!(g.val_loss_mean.is_finite() && g.val_loss_std >= 0.0);
+    }
+    assert!(!s.plots.is_empty());
+    for p in &s.plots {
+        assert!(Path::new(p).is_file(), "plot {p} missing");
+    }
+    let pngs = s.plots.iter().filter(|p| p.ends_with(".png")).count();
+    let svgs = s.plots.iter().filter(|p| p.ends_with(".svg")).count();
+    assert!(pngs >= 1 && pngs == svgs, "every plot as PNG and SVG: {:?}", s.plots);
+    s
+}
+
+#[test]
+fn exp_scaling_quick_writes_runs_fit_and_plot() {
+    let bin = env!("CARGO_BIN_EXE_exp_scaling");
+    let dir = out_dir("scaling");
+    let s = quick(bin, &dir);
+    let sizes: Vec<f64> = s.groups.iter().filter_map(|g| g.x).collect();
+    assert!(sizes.len() >= 5, "at least 5 table sizes: {sizes:?}");
+    assert!(sizes.windows(2).all(|w| w[1] > 2.0 * w[0]), "log-spaced table sizes: {sizes:?}");
+    let base = s.group("baseline").expect("the baseline is trained with the same seeds");
+    assert_eq!(base.params_table, 0);
+    let fit = &s.analysis["fit_loss_on_log10_slots"];
+    assert!(fit["slope"].is_f64() && fit["slope_se"].is_f64(), "fit in the summary: {fit}");
+    assert!(s.groups.iter().filter(|g| g.x.is_some()).all(|g| g.val_loss_memory_off_mean.is_some()));
+    assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_slots.png")));
+
+    // A finished experiment is not replaced without --overwrite: a message, not a panic.
+    let again = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("--overwrite") && !err.contains("panicked"), "{err}");
+    // --plot-only redraws from the files.
+    std::fs::remove_file(dir.join("loss_vs_slots.png")).unwrap();
+    let redraw = run(bin, &["--quick", "--plot-only", "--out", dir.to_str().unwrap()]);
+    assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
+    assert!(dir.join("loss_vs_slots.png").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exp_allocation_quick_holds_the_sparse_budget_fixed() {
+    let dir = out_dir("allocation");
+    let s = quick(env!("CARGO_BIN_EXE_exp_allocation"), &dir);
+    assert!(s.groups.len() >= 5, "at least 5 ratios");
+    let shares: Vec<f64> = s.groups.iter().map(|g| g.x.expect("every group has its memory share")).collect();
+    assert_eq!(shares.first(), Some(&0.0), "pure MoE first");
+    assert!(shares.windows(2).all(|w| w[1] > w[0]));
+    assert_eq!(s.groups[0].params_table, 0);
+    let budget = s.groups[0].params_sparse as f64;
+    for g in &s.groups {
+        let dev = (g.params_sparse as f64 / budget - 1.0).abs();
+        assert!(dev < 0.02, "{}: sparse parameters {} vs budget {budget} ({:.1} %)", g.group, g.params_sparse, 100.0 * dev);
+    }
+    assert!(s.runs.iter().any(|r| r.params_experts > 0));
+    assert!(s.analysis["best_memory_share_percent"].is_f64());
+    assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_memory_share.png")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
+    let dir = out_dir("ablation");
+    let s = quick(env!("CARGO_BIN_EXE_exp_ablation"), &dir);
+    let groups: Vec<&str> = s.groups.iter().map(|g| g.group.as_str()).collect();
+    for want in ["baseline", "full", "no-gate", "no-conv", "no-compression", "2gram-only", "two-blocks", "size-one-table", "shuffled-hash"] {
+        assert!(groups.contains(&want), "variant {want} missing from {groups:?}");
+    }
+    let full = s.group("full").unwrap();
+    assert!(full.val_loss_memory_off_mean.is_some(), "the full model is also evaluated with its memory zeroed");
+    // Budget kept: 2-grams only has the table parameters of 2 + 3; the size-one control has one row per head.
+    assert_eq!(s.group("2gram-only").unwrap().flops_per_token, full.flops_per_token);
+    let table = full.params_table as f64;
+    for g in ["2gram-only", "two-blocks"] {
+        let t = s.group(g).unwrap().params_table as f64;
+        assert!(t <= table && t > 0.97 * table, "{g}: table {t} vs full {table}");
+    }
+    assert!(s.group("size-one-table").unwrap().params_table < 1000);
+    let rows = s.analysis["paired_vs_baseline"].as_array().expect("paired differences in the summary");
+    assert!(rows.iter().any(|r| r["variant"] == "full, memory off"));
+    assert!(rows.iter().all(|r| r["delta_vs_baseline"].as_array().is_some_and(|d| d.len() == s.seeds)));
+    assert!(s.plots.iter().any(|p| p.ends_with("ablation.png")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
