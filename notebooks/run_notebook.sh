@@ -31,6 +31,10 @@ if [ -z "${ENGRAM_RUNS_DIR:-}" ]; then
     done
 fi
 export ENGRAM_NOTEBOOK_OUT="${ENGRAM_NOTEBOOK_OUT:-$work/figures}"
+# Absolute paths: Jupyter runs the notebook in notebooks/.
+ENGRAM_RUNS_DIR="$(realpath "$ENGRAM_RUNS_DIR")"
+ENGRAM_NOTEBOOK_OUT="$(realpath -m "$ENGRAM_NOTEBOOK_OUT")"
+export ENGRAM_RUNS_DIR ENGRAM_NOTEBOOK_OUT
 export MPLBACKEND=Agg
 
 "$venv/bin/jupyter" nbconvert --to notebook --execute \

@@ -91,10 +91,10 @@ impl ModelConfig {
         pos("model.n_heads", self.n_heads)?;
         pos("model.d_ff", self.d_ff)?;
         pos("model.max_seq_len", self.max_seq_len)?;
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ConfigError::new("model.d_model", self.d_model, format!("a multiple of model.n_heads = {}", self.n_heads)));
         }
-        if (self.d_model / self.n_heads) % 2 != 0 {
+        if !(self.d_model / self.n_heads).is_multiple_of(2) {
             return Err(ConfigError::new("model.n_heads", self.n_heads, "a head width d_model / n_heads that is even (RoPE rotates pairs)"));
         }
         if let Some(e) = &self.engram {
