@@ -23,7 +23,7 @@ use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::{DataConfig, PreparedData};
 use crate::engram::{EngramConfig, EngramMemory};
 use crate::hashing::{default_rng, NgramHasher};
-use crate::model::{cross_entropy, ModelConfig, Transformer};
+use crate::model::{ModelConfig, Transformer};
 use crate::table::EngramTable;
 use crate::ConfigError;
 
@@ -434,7 +434,7 @@ pub fn evaluate(
         batcher.make(stream, chunk, &mut batch)?;
         let (x, y) = upload_batch(&batch, device);
         let mems = memories(&batch, tables, heads, device, false, &mut buf)?;
-        let loss = cross_entropy(model.forward(x, &mems, zero_memory), y);
+        let (loss, _) = model.loss_with_aux(x, y, &mems, zero_memory);
         total += loss.into_scalar::<f32>() as f64;
         n += 1;
     }
@@ -566,8 +566,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         batcher.make(&data.train, &starts, &mut batch)?;
         let (x, y) = upload_batch(&batch, &train_device);
         let mems = memories(&batch, &tables, heads, &train_device, true, &mut buf)?;
-        let (logits, aux) = model.forward_with_aux(x, &mems, false);
-        let ce = cross_entropy(logits, y);
+        let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
         let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
         let loss = match (aux, &cfg.model.moe) {
             (Some(aux), Some(moe)) => ce + aux * moe.aux_loss_coef as f32,

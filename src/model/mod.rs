@@ -15,4 +15,4 @@ pub use attention::{CausalSelfAttention, Rope};
 pub use block::Block;
 pub use mlp::SwiGluMlp;
 pub use moe::{Moe, MoeConfig};
-pub use transformer::{cross_entropy, ModelConfig, Transformer};
+pub use transformer::{cross_entropy, head_cross_entropy, ModelConfig, Transformer};

@@ -2,7 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::ops::IndexingUpdateOp;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +171,31 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]` → logits `[B, T, V]`, aux `[1]`
     pub fn forward_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
+        let (h, aux) = self.hidden_with_aux(tokens, memories, zero_memory);
+        (self.head.forward(h), aux)
+    }
+
+    /// Mean next-token cross-entropy of `targets` and the load-balancing loss (as
+    /// [`Transformer::forward_with_aux`]), with the LM head and the loss fused by
+    /// [`head_cross_entropy`]: the `[B·T, V]` logits never enter the autodiff graph. Same value
+    /// and gradients as `cross_entropy(forward(..), targets)` up to float rounding; the training
+    /// loop uses this.
+    ///
+    /// # Shapes
+    /// - `tokens`, `targets`: `[B, T]` → loss `[1]`, aux `[1]`
+    pub fn loss_with_aux(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<1>, Option<Tensor<1>>) {
+        let (h, aux) = self.hidden_with_aux(tokens, memories, zero_memory);
+        let [b, t, d] = h.dims();
+        let head = &self.head;
+        let loss = head_cross_entropy(h.reshape([b * t, d]), head.weight.val(), head.bias.as_ref().map(|b| b.val()), targets.reshape([b * t]));
+        (loss, aux)
+    }
+
+    /// The final normalised hidden state (the LM head's input) and the load-balancing loss.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` → `[B, T, D]`, aux `[1]`
+    pub fn hidden_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
         let mut x = self.embed.forward(tokens); // [B, T, D]
         let mut mem_iter = memories.iter();
         let mut aux_sum: Option<Tensor<1>> = None;
@@ -191,8 +217,7 @@ impl Transformer {
                 });
             }
         }
-        let logits = self.head.forward(self.norm.forward(x));
-        (logits, aux_sum.map(|s| s / n_aux as f32))
+        (self.norm.forward(x), aux_sum.map(|s| s / n_aux as f32))
     }
 
     /// Number of Engram blocks.
@@ -218,6 +243,55 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let logp = log_softmax(logits.reshape([b * t, v]), 1); // [B·T, V]
     let picked = logp.gather(1, targets.reshape([b * t, 1])); // [B·T, 1]
     picked.mean().neg()
+}
+
+/// Mean cross-entropy of a linear head `logits = h·W (+ bias)`, fused: the logits, their
+/// softmax and the gradients `∂L/∂h`, `∂L/∂W`, `∂L/∂bias` are computed outside the autodiff graph,
+/// and the graph receives them through a surrogate whose value is zero and whose gradient is
+/// exactly those tensors. With `G = (softmax(logits) − onehot(targets)) / N`:
+/// `∂L/∂h = G·Wᵀ`, `∂L/∂W = hᵀ·G`, `∂L/∂bias = Σ_rows G`.
+///
+/// Why: burn's autodiff decomposes `log_softmax` into about a dozen element-wise passes over the
+/// `[N, V]` logits, forward and backward, most on one thread; here they are one (fused,
+/// row-parallel) softmax plus two row maxima, and the logits are not kept for the backward pass.
+/// The matrix products are the same three autodiff would run. The value is
+/// `max − log(max softmax) − logit[target]` per row (the log-sum-exp minus the target's logit;
+/// never `log 0`), averaged.
+///
+/// Without autodiff (evaluation) it computes the value only.
+///
+/// # Shapes
+/// - `h`: `[N, D]`, `weight`: `[D, V]`, `bias`: `[V]`, `targets`: `[N]` → scalar `[1]`
+pub fn head_cross_entropy(h: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = h.dims();
+    let track = h.is_autodiff() || weight.is_autodiff();
+    let hi = h.clone().inner();
+    let wi = weight.clone().inner();
+    let idx = targets.inner().reshape([n, 1]); // [N, 1]
+    let mut logits = hi.clone().matmul(wi.clone()); // [N, V]
+    if let Some(b) = &bias {
+        logits = logits + b.clone().inner().unsqueeze_dim(0);
+    }
+    let row_max = logits.clone().max_dim(1); // [N, 1]
+    let target_logit = logits.clone().gather(1, idx.clone()); // [N, 1]
+    let p = softmax(logits, 1); // [N, V]
+    // log Σ exp(x − max) = −log(max softmax), and max softmax ≥ 1/V never underflows.
+    let lse = row_max - p.clone().max_dim(1).log(); // [N, 1]
+    let value = (lse - target_logit).mean(); // [1]
+    if !track {
+        return value;
+    }
+    let minus_one = Tensor::<2>::full([n, 1], -1.0, &p.device());
+    let g = p.scatter(1, idx, minus_one, IndexingUpdateOp::Add); // softmax − onehot, [N, V]
+    let scale = 1.0 / n as f32;
+    let grad_h = g.clone().matmul(wi.transpose()) * scale; // [N, D]
+    let grad_w = hi.transpose().matmul(g.clone()) * scale; // [D, V]
+    let mut surrogate = (h * grad_h).sum() + (weight * grad_w).sum();
+    if let Some(b) = bias {
+        surrogate = surrogate + (b * (g.sum_dim(0).squeeze_dim::<1>(0) * scale)).sum();
+    }
+    // Value `value`, gradient that of `surrogate`.
+    surrogate.clone() - surrogate.detach() + value.autodiff()
 }
 
 #[cfg(test)]
@@ -381,6 +455,72 @@ mod tests {
         assert_eq!(old.moe, None);
         let bad = ModelConfig::tiny(10, 8).with_moe(MoeConfig::new(2, 3, 8));
         assert!(bad.validate().unwrap_err().to_string().contains("moe.top_k"));
+    }
+
+    /// Largest |a − b| relative to the largest |b|.
+    fn rel_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    #[test]
+    fn fused_head_loss_has_the_value_and_gradients_of_log_softmax_cross_entropy() {
+        let device = Device::flex().autodiff();
+        for bias in [false, true] {
+            let (n, d, v) = (12, 8, 37);
+            let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let bv = bias.then(|| Tensor::<1>::random([v], Distribution::Normal(0.0, 1.0), &device).require_grad());
+            let ids: Vec<i32> = (0..n as i32).map(|i| (i * 7 + 3) % v as i32).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device);
+
+            let mut logits = h.clone().matmul(w.clone());
+            if let Some(b) = &bv {
+                logits = logits + b.clone().unsqueeze_dim(0);
+            }
+            let reference = cross_entropy(logits.reshape([1, n, v]), y.clone().reshape([1, n]));
+            let fused = head_cross_entropy(h.clone(), w.clone(), bv.clone(), y);
+            let (rv, fv) = (reference.clone().into_scalar::<f32>(), fused.clone().into_scalar::<f32>());
+            assert!((rv - fv).abs() <= 1e-5 * rv.abs(), "loss {fv} vs {rv}");
+
+            let (gr, gf) = (reference.backward(), fused.backward());
+            assert!(rel_diff(h.grad(&gf).unwrap(), h.grad(&gr).unwrap()) < 1e-5, "dL/dh");
+            assert!(rel_diff(w.grad(&gf).unwrap(), w.grad(&gr).unwrap()) < 1e-5, "dL/dW");
+            if let Some(b) = &bv {
+                let (a, r) = (b.grad(&gf).unwrap().unsqueeze_dim(0), b.grad(&gr).unwrap().unsqueeze_dim(0));
+                assert!(rel_diff(a, r) < 1e-5, "dL/dbias");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_head_loss_stays_finite_when_the_target_probability_underflows() {
+        // Target logit 200 below the row maximum: softmax(target) is 0 in f32, the loss is 200.
+        let device = Device::flex();
+        let h = Tensor::<2>::from_data(TensorData::new(vec![1.0f32], [1, 1]), &device);
+        let w = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 200.0, 0.0], [1, 3]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
+        let loss = head_cross_entropy(h, w, None, y).into_scalar::<f32>();
+        assert!((loss - 200.0).abs() < 1e-3, "{loss}");
+    }
+
+    #[test]
+    fn model_loss_matches_the_unfused_loss_and_its_gradients() {
+        let device = Device::flex().autodiff();
+        let model = ModelConfig::tiny(37, 16).with_engram(engram_cfg()).init(&device);
+        let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 5 % 37) as u32).collect();
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 2, 9, &device);
+        let y = tokens(&ids.iter().map(|&i| ((i * 3 + 1) % 37) as i32).collect::<Vec<_>>(), 2, 9, &device);
+        let mems = memories(&model, 2, 9, &ids, &device);
+        let reference = cross_entropy(model.forward(x.clone(), &mems, false), y.clone());
+        let (fused, _) = model.loss_with_aux(x, y, &mems, false);
+        let (rv, fv) = (reference.clone().into_scalar::<f32>(), fused.clone().into_scalar::<f32>());
+        assert!((rv - fv).abs() <= 1e-5 * rv.abs(), "loss {fv} vs {rv}");
+        let (gr, gf) = (reference.backward(), fused.backward());
+        let ew = model.embed.weight.val();
+        assert!(rel_diff(ew.grad(&gf).unwrap(), ew.grad(&gr).unwrap()) < 1e-4, "embedding gradient");
+        let hw = model.head.weight.val();
+        assert!(rel_diff(hw.grad(&gf).unwrap(), hw.grad(&gr).unwrap()) < 1e-5, "head gradient");
     }
 
     #[test]
