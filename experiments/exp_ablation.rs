@@ -32,7 +32,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::{EngramConfig, EngramControl};
-use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{bar_chart, Bar};
 use engram::train::write_json;
@@ -42,8 +42,6 @@ const NAME: &str = "exp_ablation";
 /// average 5–6): 0.13–0.14 s per step for every variant, 58–63 s per run with its evaluations;
 /// the 27 runs took 1,614 s (27 min).
 const DEFAULT_STEPS: usize = 400;
-/// Seeds per configuration.
-const SEEDS: usize = 3;
 /// Per-head base table size of the full layer (default mode; `--quick`: a quarter).
 const TABLE_SIZE: u64 = 4_096;
 const BASELINE: &str = "baseline";
@@ -54,13 +52,7 @@ const MEMORY_OFF: &str = "full, memory off";
 #[command(name = NAME, about = "Engram ablations and controls vs the baseline, mean ± std over seeds")]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    /// Training steps per run (overrides the mode's default).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Seeds per configuration (default 3).
-    #[arg(long, default_value_t = SEEDS)]
-    seeds: usize,
+    sweep: SweepArgs,
 }
 
 fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
@@ -157,13 +149,11 @@ fn print_table(summary: &SweepSummary) {
 
 fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
-    let c = &args.common;
-    if args.seeds < 1 {
-        anyhow::bail!("--seeds must be >= 1");
-    }
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.steps);
+    let c = &args.sweep.common;
+    args.sweep.validate()?;
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
     let table_size = if c.quick { TABLE_SIZE / 4 } else { TABLE_SIZE };
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, table_size), args.seeds, true)?;
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup, table_size), args.sweep.seeds, true)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;

@@ -33,7 +33,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::EngramConfig;
-use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, CommonArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::model::MoeConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
@@ -44,8 +44,6 @@ const NAME: &str = "exp_allocation";
 /// average 5–7): 0.14–0.17 s per step (2 to 16 experts alike: the dispatch is sparse),
 /// 74–93 s per run with its evaluations; the 18 runs took 1,431 s (24 min).
 const DEFAULT_STEPS: usize = 500;
-/// Seeds per configuration.
-const SEEDS: usize = 3;
 /// Routed experts a token activates.
 const TOP_K: usize = 2;
 /// Always-active shared experts.
@@ -60,13 +58,7 @@ const HEADS_PER_ORDER: usize = 4;
 #[command(name = NAME, about = "Fixed sparse-parameter budget split between Engram memory and MoE experts: the U-curve")]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    /// Training steps per run (overrides the mode's default).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Seeds per configuration (default 3).
-    #[arg(long, default_value_t = SEEDS)]
-    seeds: usize,
+    sweep: SweepArgs,
 }
 
 /// Experts in the pure-MoE configuration, expert width and table row width of each mode.
@@ -188,12 +180,10 @@ fn print_table(summary: &SweepSummary) {
 
 fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
-    let c = &args.common;
-    if args.seeds < 1 {
-        anyhow::bail!("--seeds must be >= 1");
-    }
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.steps);
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.seeds, false)?;
+    let c = &args.sweep.common;
+    args.sweep.validate()?;
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.sweep.seeds, false)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;

@@ -20,7 +20,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::EngramConfig;
-use engram::experiment::{exit_with, linear_fit, pm, sweep, CommonArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{exit_with, linear_fit, pm, sweep, SweepArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, HBand, Series, Style};
 use engram::train::write_json;
@@ -35,21 +35,13 @@ const DEFAULT_STEPS: usize = 450;
 const DEFAULT_SIZES: [u64; 6] = [64, 256, 1_024, 4_096, 16_384, 65_536];
 /// Per-head base table sizes, `--quick`.
 const QUICK_SIZES: [u64; 5] = [64, 256, 1_024, 4_096, 16_384];
-/// Seeds per configuration.
-const SEEDS: usize = 3;
 const BASELINE: &str = "baseline";
 
 #[derive(Parser)]
 #[command(name = NAME, about = "Validation loss vs Engram table slots at fixed compute, with a log-linear fit and the baseline")]
 struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    /// Training steps per run (overrides the mode's default).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Seeds per configuration (default 3).
-    #[arg(long, default_value_t = SEEDS)]
-    seeds: usize,
+    sweep: SweepArgs,
 }
 
 fn specs(setup: &ScienceSetup, sizes: &[u64]) -> Vec<SweepSpec> {
@@ -139,13 +131,11 @@ fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
 
 fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
-    let c = &args.common;
-    if args.seeds < 1 {
-        anyhow::bail!("--seeds must be >= 1");
-    }
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.steps);
+    let c = &args.sweep.common;
+    args.sweep.validate()?;
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
     let sizes: &[u64] = if c.quick { &QUICK_SIZES } else { &DEFAULT_SIZES };
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.seeds, true)?;
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.sweep.seeds, true)?;
     set_slots(&mut summary);
     let f = fit(&summary);
     summary.analysis = serde_json::json!({ "fit_loss_on_log10_slots": f });

@@ -37,6 +37,33 @@ pub struct CommonArgs {
 }
 
 /// Errors of an experiment binary.
+/// Seeds per configuration of the multi-seed sweeps unless `--seeds` says otherwise.
+pub const SWEEP_SEEDS: usize = 3;
+
+/// Command-line flags of the multi-seed sweeps (`exp_scaling`, `exp_allocation`,
+/// `exp_ablation`): [`CommonArgs`] plus the steps per run and the seeds per configuration.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Training steps per run (overrides the mode's default).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Seeds per configuration (at least 1).
+    #[arg(long, default_value_t = SWEEP_SEEDS)]
+    pub seeds: usize,
+}
+
+impl SweepArgs {
+    /// Error unless `--seeds` is at least 1.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.seeds < 1 {
+            anyhow::bail!("--seeds must be >= 1");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     /// The output directory already holds a finished experiment.
