@@ -6,15 +6,25 @@
 //! (the O(rows) baseline, up to 2^22 rows), and the same backbone without Engram — all in one
 //! run, after warm-up steps, several repetitions each. Also measures the hash alone (demo
 //! layout, one thread and all threads), the PyTorch reference configuration (d_model 256,
-//! 4 blocks, 4 heads, SwiGLU 682, seq 128, batch 16, vocab 8,192, AdamW, no Engram), and, when
-//! built with `--features ndarray`, the same backbone on ndarray beside flex.
+//! 4 blocks, 4 heads, SwiGLU 682, seq 128, batch 16, vocab 8,192, AdamW, no Engram), the LM
+//! head + loss of that configuration alone (fused vs burn's `log_softmax`), and, when built
+//! with `--features ndarray` (or `openblas`), the backbone and the reference configuration on
+//! ndarray beside flex.
 //!
-//! Peak memory is the process's peak resident set (VmHWM) after each size; sizes run in
-//! ascending order, so it is the peak up to and including that size.
+//! Timing is interleaved: the whole list of configurations runs `--rounds` times, round-robin,
+//! so that a slow spell of a shared or virtual machine hits every configuration alike. Each
+//! round contributes its timed steps (after its own warm-up steps); a configuration's figure is
+//! the median of all of them, and the ratios (largest / smallest table, Engram / backbone) are
+//! also given per round, so their spread is visible.
+//!
+//! Peak memory is the process's peak resident set (VmHWM) after each size in the first round;
+//! sizes run in ascending order, so it is the peak up to and including that size.
 //!
 //! ```text
-//! cargo run --bin exp_throughput            # full sweep (a few minutes)
-//! cargo run --bin exp_throughput -- --quick # 2^14 and 2^16 rows only
+//! cargo run --bin exp_throughput                      # full sweep (a few minutes)
+//! cargo run --bin exp_throughput -- --quick           # 2^14 and 2^16 rows only
+//! cargo run --bin exp_throughput -- --reference-only  # the reference configuration only
+//! cargo run --features openblas --bin exp_throughput  # flex and ndarray + OpenBLAS
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,9 +50,15 @@ use engram::train::{run, write_json, ExperimentConfig, RunOptions, TrainConfig};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Timed steps per configuration (after the warm-up steps).
+    /// Timed steps per configuration and round (after the warm-up steps) [default: 6, quick 2].
     #[arg(long)]
     reps: Option<usize>,
+    /// Round-robin passes over all configurations [default: 3, quick 1].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Time only the reference configuration (and the fused vs unfused head loss).
+    #[arg(long)]
+    reference_only: bool,
 }
 
 /// PyTorch 2.15 on CPU (2 threads) for the reference configuration, measured on this machine
@@ -51,24 +67,38 @@ const PYTORCH_REFERENCE_STEP_SECONDS: f64 = 0.514;
 /// Warm-up steps not timed.
 const WARMUP_STEPS: usize = 3;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
 struct Summary {
     backend: String,
+    rounds: usize,
+    timed_steps_per_round: usize,
     step_seconds: BTreeMap<u64, f64>,
     dense_step_seconds: BTreeMap<u64, f64>,
     tokens_per_sec: BTreeMap<u64, f64>,
     peak_rss_bytes: BTreeMap<u64, u64>,
-    backbone_step_seconds: f64,
-    engram_over_backbone_at_default: f64,
-    largest_over_smallest_sparse: f64,
+    backbone_step_seconds: Option<f64>,
+    engram_over_backbone_at_default: Option<f64>,
+    largest_over_smallest_sparse: Option<f64>,
+    /// The same ratio within each round (medians of that round's steps).
+    largest_over_smallest_sparse_rounds: Vec<f64>,
+    engram_over_backbone_at_default_rounds: Vec<f64>,
     largest_over_smallest_dense: Option<f64>,
     default_table_rows: u64,
-    hash_tokens_per_sec_1thread: f64,
-    hash_tokens_per_sec: f64,
+    hash_tokens_per_sec_1thread: Option<f64>,
+    hash_tokens_per_sec: Option<f64>,
     hash_threads: usize,
     reference_config_step_seconds: f64,
     pytorch_reference_step_seconds: f64,
+    /// LM head + mean cross-entropy of the reference configuration alone (forward + backward,
+    /// [2048 × 256] · [256 × 8192]): `head_cross_entropy` (what training uses) and burn's
+    /// `log_softmax` + `gather`.
+    head_loss_fused_seconds: f64,
+    head_loss_unfused_seconds: f64,
+    /// `ndarray` or `ndarray+openblas`, when built with it.
+    ndarray_backend: Option<String>,
     ndarray_backbone_step_seconds: Option<f64>,
+    ndarray_reference_config_step_seconds: Option<f64>,
     tokens_per_step: usize,
     plots: Vec<String>,
 }
@@ -85,14 +115,72 @@ fn train_cfg(steps: usize, batch: usize, seq: usize, seed: u64) -> TrainConfig {
     TrainConfig { steps, batch_size: batch, seq_len: seq, warmup_steps: 1, eval_every: steps, eval_windows: batch, seed, ..TrainConfig::default() }
 }
 
-/// Median step seconds of `model` trained for warm-up + `reps` steps.
-fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path) -> anyhow::Result<f64> {
+/// Step seconds of `model` trained for warm-up + timed steps (`tc.steps` in all): the timed
+/// steps only.
+fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path) -> anyhow::Result<Vec<f64>> {
     let cfg = ExperimentConfig { name: name.to_string(), model, train: tc, data: data.config.clone() };
     let r = run(&cfg, data, device, &out.join(name), &RunOptions::default())?;
-    // Drop the warm-up steps: the median of the timed steps only.
-    let mut t: Vec<f64> = r.step_seconds.iter().skip(WARMUP_STEPS).copied().collect();
+    Ok(r.step_seconds.iter().skip(WARMUP_STEPS).copied().collect())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut t = v.to_vec();
     t.sort_by(|a, b| a.total_cmp(b));
-    Ok(t[t.len() / 2])
+    if t.is_empty() {
+        f64::NAN
+    } else {
+        t[t.len() / 2]
+    }
+}
+
+/// One timed configuration: its name, what it trains, on which device, and its timed steps per
+/// round.
+struct Timed {
+    name: String,
+    model: ModelConfig,
+    data: usize,
+    tc: TrainConfig,
+    device: Device,
+    rounds: Vec<Vec<f64>>,
+}
+
+impl Timed {
+    fn pooled_median(&self) -> f64 {
+        median(&self.rounds.concat())
+    }
+    fn round_medians(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| median(r)).collect()
+    }
+}
+
+/// Seconds per forward + backward of the reference configuration's LM head and loss alone
+/// (median of 5 after one warm-up), fused and unfused.
+fn head_loss_seconds(device: &Device, quick: bool) -> (f64, f64) {
+    use burn::tensor::{Distribution, Int, Tensor, TensorData};
+    let (n, d, v) = if quick { (256, 64, 1024) } else { (2048, 256, 8192) };
+    let dev = device.clone().autodiff();
+    let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev);
+    let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 0.02), &dev);
+    let y = Tensor::<1, Int>::from_data(TensorData::new((0..n as i32).map(|i| (i * 7919) % v as i32).collect::<Vec<_>>(), [n]), &dev);
+    let time = |fused: bool| {
+        let mut t = Vec::new();
+        for _ in 0..6 {
+            let (h, w) = (h.clone().require_grad(), w.clone().require_grad());
+            let t0 = Instant::now();
+            let loss = if fused {
+                engram::model::head_cross_entropy(h.clone(), w.clone(), None, y.clone())
+            } else {
+                engram::model::cross_entropy(h.clone().matmul(w.clone()).reshape([1, n, v]), y.clone().reshape([1, n]))
+            };
+            let grads = loss.backward();
+            let gh = h.grad(&grads).expect("h takes part in the loss").into_data();
+            let gw = w.grad(&grads).expect("w takes part in the loss").into_data();
+            t.push(t0.elapsed().as_secs_f64());
+            drop((gh, gw));
+        }
+        median(&t[1..])
+    };
+    (time(true), time(false))
 }
 
 fn hash_throughput(threads_all: bool) -> anyhow::Result<f64> {
@@ -133,88 +221,129 @@ fn main_inner() -> anyhow::Result<()> {
         plot(&dir, &s)?;
         return Ok(());
     }
+    let reps = args.reps.unwrap_or(if c.quick { 2 } else { 6 });
+    let n_rounds = args.rounds.unwrap_or(if c.quick { 1 } else { 3 });
+    anyhow::ensure!(reps >= 1 && n_rounds >= 1, "--reps and --rounds must be at least 1");
     let device = c.device()?;
     prepare_out_dir(&dir, c.overwrite)?;
-    let reps = args.reps.unwrap_or(if c.quick { 4 } else { 12 });
     let steps = WARMUP_STEPS + reps;
     let (batch, seq) = if c.quick { (8, 32) } else { (16, 64) };
-    let log2_sizes: Vec<u32> = if c.quick { vec![14, 16] } else { vec![14, 16, 18, 20, 22, 24] };
+    let log2_sizes: Vec<u32> = if c.quick || args.reference_only { vec![14, 16] } else { vec![14, 16, 18, 20, 22, 24] };
     let dense_max_log2 = if c.quick { 16 } else { 22 };
     let default_log2 = 16;
 
-    let data = load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })?;
+    let datasets = [
+        load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })?,
+        if c.quick { load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })? } else { load_data(&DataConfig { vocab_size: 8192, ..DataConfig::default() })? },
+    ];
     let backbone = ModelConfig::new(4096, 64, 2, 4, seq);
     let engram_at = |rows_per_layer: u64, update: UpdateMode| {
         // (N−1)·K = 8 heads per layer: each head's base size is rows / 8.
         let per_head = rows_per_layer / 8;
         backbone.clone().with_engram(EngramConfig { layer_ids: vec![1], table_size: vec![per_head, per_head], update, ..EngramConfig::default() })
     };
-
-    eprintln!("hash throughput (demo layout) ...");
-    let hash_1 = hash_throughput(false)?;
-    let hash_all = hash_throughput(true)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-
-    eprintln!("backbone without Engram ...");
-    let backbone_s = time_steps("backbone", backbone.clone(), &data, train_cfg(steps, batch, seq, c.seed), &device, &dir)?;
-    let mut step_seconds = BTreeMap::new();
-    let mut dense_seconds = BTreeMap::new();
-    let mut tokens_per_sec = BTreeMap::new();
-    let mut peak = BTreeMap::new();
-    for &l in &log2_sizes {
-        let rows = 1u64 << l;
-        eprintln!("table 2^{l} rows: sparse ...");
-        let s = time_steps(&format!("sparse-2p{l}"), engram_at(rows, UpdateMode::Sparse), &data, train_cfg(steps, batch, seq, c.seed), &device, &dir)?;
-        step_seconds.insert(rows, s);
-        tokens_per_sec.insert(rows, (batch * seq) as f64 / s);
-        if l <= dense_max_log2 {
-            eprintln!("table 2^{l} rows: dense ...");
-            let d = time_steps(&format!("dense-2p{l}"), engram_at(rows, UpdateMode::Dense), &data, train_cfg(steps, batch, seq, c.seed), &device, &dir)?;
-            dense_seconds.insert(rows, d);
-        }
-        peak.insert(rows, peak_rss_bytes());
-    }
-
-    eprintln!("reference configuration (d_model 256, 4 blocks, seq 128, batch 16, vocab 8192) ...");
-    let ref_data = if c.quick { data.clone() } else { load_data(&DataConfig { vocab_size: 8192, ..DataConfig::default() })? };
     let mut reference = ModelConfig::reference();
-    reference.vocab_size = ref_data.vocab_size;
-    let ref_steps = if c.quick { WARMUP_STEPS + 2 } else { WARMUP_STEPS + 5 };
-    let reference_s = time_steps("reference", reference, &ref_data, train_cfg(ref_steps, 16, 128, c.seed), &device, &dir)?;
-
-    let ndarray_s = match engram::device::device_from_name("ndarray") {
-        Ok(nd) if c.device != "ndarray" => {
-            eprintln!("backbone on ndarray ...");
-            Some(time_steps("backbone-ndarray", backbone.clone(), &data, train_cfg(steps, batch, seq, c.seed), &nd, &dir)?)
-        }
+    reference.vocab_size = datasets[1].vocab_size;
+    let ndarray = match engram::device::device_from_name("ndarray") {
+        Ok(nd) if c.device != "ndarray" => Some(nd),
         _ => None,
     };
+    let ndarray_backend = ndarray.as_ref().map(|_| if cfg!(feature = "openblas") { "ndarray+openblas" } else { "ndarray" }.to_string());
 
-    let smallest = step_seconds[&(1u64 << log2_sizes[0])];
-    let largest = step_seconds[&(1u64 << log2_sizes[log2_sizes.len() - 1])];
-    let dense_ratio = (dense_seconds.len() >= 2).then(|| dense_seconds.values().last().unwrap() / dense_seconds.values().next().unwrap());
+    let (hash_1, hash_all) = if args.reference_only {
+        (None, None)
+    } else {
+        eprintln!("hash throughput (demo layout) ...");
+        (Some(hash_throughput(false)?), Some(hash_throughput(true)?))
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    eprintln!("LM head + loss of the reference configuration, fused and unfused ...");
+    let (head_fused, head_unfused) = head_loss_seconds(&device, c.quick);
+
+    // Every configuration, in the order each round runs them.
+    let tc = |data: usize| if data == 0 { train_cfg(steps, batch, seq, c.seed) } else { train_cfg(steps, 16, 128, c.seed) };
+    let mut configs: Vec<Timed> = Vec::new();
+    let mut add = |name: String, model: ModelConfig, data: usize, device: &Device| configs.push(Timed { name, model, data, tc: tc(data), device: device.clone(), rounds: vec![] });
+    if !args.reference_only {
+        add("backbone".into(), backbone.clone(), 0, &device);
+        for &l in &log2_sizes {
+            add(format!("sparse-2p{l}"), engram_at(1 << l, UpdateMode::Sparse), 0, &device);
+            if l <= dense_max_log2 {
+                add(format!("dense-2p{l}"), engram_at(1 << l, UpdateMode::Dense), 0, &device);
+            }
+        }
+    }
+    add("reference".into(), reference.clone(), 1, &device);
+    if let Some(nd) = &ndarray {
+        if !args.reference_only {
+            add("backbone-ndarray".into(), backbone.clone(), 0, nd);
+        }
+        add("reference-ndarray".into(), reference.clone(), 1, nd);
+    }
+
+    let mut peak = BTreeMap::new();
+    for round in 0..n_rounds {
+        for cfg in configs.iter_mut() {
+            eprintln!("round {}/{n_rounds}: {} ...", round + 1, cfg.name);
+            let t = time_steps(&cfg.name, cfg.model.clone(), &datasets[cfg.data], cfg.tc.clone(), &cfg.device, &dir)?;
+            cfg.rounds.push(t);
+            if round == 0 && cfg.name.starts_with("sparse-2p") {
+                if let Some(rows) = cfg.model.engram.as_ref().map(|e| e.table_size[0] * 8) {
+                    peak.insert(rows, peak_rss_bytes());
+                }
+            }
+        }
+    }
+
+    let find = |name: &str| configs.iter().find(|t| t.name == name);
+    let by_rows = |prefix: &str| -> BTreeMap<u64, &Timed> {
+        configs.iter().filter_map(|t| t.name.strip_prefix(prefix).and_then(|l| l.parse::<u32>().ok()).map(|l| (1u64 << l, t))).collect()
+    };
+    let sparse = by_rows("sparse-2p");
+    let dense = by_rows("dense-2p");
+    let step_seconds: BTreeMap<u64, f64> = sparse.iter().map(|(&r, t)| (r, t.pooled_median())).collect();
+    let dense_seconds: BTreeMap<u64, f64> = dense.iter().map(|(&r, t)| (r, t.pooled_median())).collect();
+    let tokens_per_sec: BTreeMap<u64, f64> = step_seconds.iter().map(|(&r, &s)| (r, (batch * seq) as f64 / s)).collect();
+    let per_round_ratio = |a: Option<&Timed>, b: Option<&Timed>| -> Vec<f64> {
+        match (a, b) {
+            (Some(a), Some(b)) => a.round_medians().iter().zip(b.round_medians()).map(|(x, y)| x / y).collect(),
+            _ => vec![],
+        }
+    };
     let default_rows = 1u64 << default_log2;
+    let (smallest, largest) = (sparse.values().next().copied(), sparse.values().last().copied());
+    let ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| a.pooled_median() / b.pooled_median());
+    let dense_ratio = if dense.len() >= 2 { ratio(dense.values().last().copied(), dense.values().next().copied()) } else { None };
+    let backbone_t = find("backbone");
     let summary = Summary {
         backend: c.device.clone(),
-        engram_over_backbone_at_default: step_seconds.get(&default_rows).copied().unwrap_or(f64::NAN) / backbone_s,
+        rounds: n_rounds,
+        timed_steps_per_round: reps,
+        engram_over_backbone_at_default: ratio(sparse.get(&default_rows).copied(), backbone_t),
+        engram_over_backbone_at_default_rounds: per_round_ratio(sparse.get(&default_rows).copied(), backbone_t),
+        largest_over_smallest_sparse: ratio(largest, smallest),
+        largest_over_smallest_sparse_rounds: per_round_ratio(largest, smallest),
         step_seconds,
         dense_step_seconds: dense_seconds,
         tokens_per_sec,
         peak_rss_bytes: peak,
-        backbone_step_seconds: backbone_s,
-        largest_over_smallest_sparse: largest / smallest,
+        backbone_step_seconds: backbone_t.map(Timed::pooled_median),
         largest_over_smallest_dense: dense_ratio,
         default_table_rows: default_rows,
         hash_tokens_per_sec_1thread: hash_1,
         hash_tokens_per_sec: hash_all,
         hash_threads: threads,
-        reference_config_step_seconds: reference_s,
+        reference_config_step_seconds: find("reference").map(Timed::pooled_median).expect("the reference configuration always runs"),
         pytorch_reference_step_seconds: PYTORCH_REFERENCE_STEP_SECONDS,
-        ndarray_backbone_step_seconds: ndarray_s,
+        head_loss_fused_seconds: head_fused,
+        head_loss_unfused_seconds: head_unfused,
+        ndarray_backend,
+        ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::pooled_median),
+        ndarray_reference_config_step_seconds: find("reference-ndarray").map(Timed::pooled_median),
         tokens_per_step: batch * seq,
         plots: vec![],
     };
-    let plots = plot(&dir, &summary)?;
+    let plots = if args.reference_only { vec![] } else { plot(&dir, &summary)? };
     let summary = Summary { plots, ..summary };
     write_json(&dir.join("summary.json"), &summary)?;
     report(&summary);
@@ -232,8 +361,8 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
             Series { label: "row-sparse update".into(), points: s.step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
             Series { label: "dense update".into(), points: s.dense_step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
         ],
-        bands: vec![HBand { label: "backbone without Engram".into(), center: s.backbone_step_seconds, half_width: 0.0 }],
-        annotations: vec![format!("largest / smallest (sparse): {:.3}", s.largest_over_smallest_sparse)],
+        bands: s.backbone_step_seconds.map(|b| HBand { label: "backbone without Engram".into(), center: b, half_width: 0.0 }).into_iter().collect(),
+        annotations: s.largest_over_smallest_sparse.map(|r| format!("largest / smallest (sparse): {r:.3}{}", spread(&s.largest_over_smallest_sparse_rounds))).into_iter().collect(),
     };
     let bottom = Chart {
         title: "Peak resident memory vs table size".into(),
@@ -248,6 +377,16 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
     Ok(two_panel_chart(&top, &bottom, &dir.join("step_time_vs_table"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
+/// `" (rounds 1.01–1.04)"` for per-round values, empty for fewer than two.
+fn spread(rounds: &[f64]) -> String {
+    if rounds.len() < 2 {
+        return String::new();
+    }
+    let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" (per round {lo:.3}–{hi:.3})")
+}
+
 fn report(s: &Summary) {
     let rows: Vec<Vec<String>> = s
         .step_seconds
@@ -258,32 +397,49 @@ fn report(s: &Summary) {
                 format!("{:.1}", t * 1e3),
                 s.dense_step_seconds.get(&r).map(|d| format!("{:.1}", d * 1e3)).unwrap_or_else(|| "-".into()),
                 format!("{:.0}", s.tokens_per_sec[&r]),
-                format!("{:.0}", s.peak_rss_bytes[&r] as f64 / (1 << 20) as f64),
+                s.peak_rss_bytes.get(&r).map(|b| format!("{:.0}", *b as f64 / (1 << 20) as f64)).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    println!("{}", render(&["rows/layer", "sparse ms", "dense ms", "tok/s", "peak MiB"], &rows));
-    println!("backbone without Engram: {:.1} ms/step", s.backbone_step_seconds * 1e3);
-    println!("Engram step / backbone step at 2^{} rows: {:.3}", s.default_table_rows.trailing_zeros(), s.engram_over_backbone_at_default);
-    println!("largest / smallest table, sparse: {:.3}", s.largest_over_smallest_sparse);
+    println!("{} rounds × {} timed steps per configuration (medians of all timed steps)", s.rounds, s.timed_steps_per_round);
+    if !rows.is_empty() {
+        println!("{}", render(&["rows/layer", "sparse ms", "dense ms", "tok/s", "peak MiB"], &rows));
+    }
+    if let Some(b) = s.backbone_step_seconds {
+        println!("backbone without Engram: {:.1} ms/step", b * 1e3);
+    }
+    if let Some(r) = s.engram_over_backbone_at_default {
+        println!("Engram step / backbone step at 2^{} rows: {r:.3}{}", s.default_table_rows.trailing_zeros(), spread(&s.engram_over_backbone_at_default_rounds));
+    }
+    if let Some(r) = s.largest_over_smallest_sparse {
+        println!("largest / smallest table, sparse: {r:.3}{}", spread(&s.largest_over_smallest_sparse_rounds));
+    }
     if let Some(d) = s.largest_over_smallest_dense {
         println!("largest / smallest table, dense:  {d:.3}");
     }
-    println!(
-        "hash (demo layout, per layer): {} tokens/s on 1 thread, {} tokens/s on {} threads",
-        si(s.hash_tokens_per_sec_1thread),
-        si(s.hash_tokens_per_sec),
-        s.hash_threads
-    );
+    if let (Some(h1), Some(ha)) = (s.hash_tokens_per_sec_1thread, s.hash_tokens_per_sec) {
+        println!("hash (demo layout, per layer): {} tokens/s on 1 thread, {} tokens/s on {} threads", si(h1), si(ha), s.hash_threads);
+    }
     println!(
         "reference config step: {:.1} ms (PyTorch on this machine type: {:.0} ms; ratio {:.2})",
         s.reference_config_step_seconds * 1e3,
         s.pytorch_reference_step_seconds * 1e3,
         s.reference_config_step_seconds / s.pytorch_reference_step_seconds
     );
-    match s.ndarray_backbone_step_seconds {
-        Some(nd) => println!("backbone on ndarray: {:.1} ms/step (flex {:.1} ms)", nd * 1e3, s.backbone_step_seconds * 1e3),
-        None => println!("ndarray: not measured (build with --features ndarray)"),
+    println!(
+        "LM head + loss alone, forward + backward: fused {:.1} ms, burn log_softmax {:.1} ms (ratio {:.2})",
+        s.head_loss_fused_seconds * 1e3,
+        s.head_loss_unfused_seconds * 1e3,
+        s.head_loss_unfused_seconds / s.head_loss_fused_seconds
+    );
+    match (&s.ndarray_backend, s.ndarray_reference_config_step_seconds) {
+        (Some(name), Some(r)) => {
+            if let (Some(nb), Some(fb)) = (s.ndarray_backbone_step_seconds, s.backbone_step_seconds) {
+                println!("backbone on {name}: {:.1} ms/step (flex {:.1} ms)", nb * 1e3, fb * 1e3);
+            }
+            println!("reference config on {name}: {:.1} ms/step (flex {:.1} ms)", r * 1e3, s.reference_config_step_seconds * 1e3);
+        }
+        _ => println!("ndarray: not measured (build with --features ndarray or --features openblas)"),
     }
 }
 

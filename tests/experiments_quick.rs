@@ -1,5 +1,6 @@
-//! The science experiments end to end in `--quick` mode: each binary trains its runs, writes
-//! per-run directories, a `summary.json` with runs, aggregates and analysis, and its plots.
+//! The experiments end to end in `--quick` mode: each sweep binary trains its runs, writes
+//! per-run directories, a `summary.json` with runs, aggregates and analysis, and its plots;
+//! `exp_throughput` writes its timings, ratios and plot.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,4 +122,44 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     assert!(rows.iter().all(|r| r["delta_vs_baseline"].as_array().is_some_and(|d| d.len() == s.seeds)));
     assert!(s.plots.iter().any(|p| p.ends_with("ablation.png")));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exp_throughput_quick_times_every_configuration_and_rejects_zero_rounds() {
+    let bin = env!("CARGO_BIN_EXE_exp_throughput");
+    let dir = out_dir("throughput");
+    let d = dir.to_str().unwrap();
+    let out = run(bin, &["--quick", "--no-progress", "--out", d]);
+    assert!(out.status.success(), "exp_throughput failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let positive = |key: &str| {
+        let v = s[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {s}"));
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+        v
+    };
+    for key in ["backbone_step_seconds", "reference_config_step_seconds", "hash_tokens_per_sec_1thread", "hash_tokens_per_sec", "head_loss_fused_seconds", "head_loss_unfused_seconds"] {
+        positive(key);
+    }
+    for map in ["step_seconds", "dense_step_seconds", "peak_rss_bytes"] {
+        let m = s[map].as_object().unwrap_or_else(|| panic!("{map} missing"));
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["16384", "65536"], "{map}: one entry per table size");
+    }
+    // The ratios are the medians' ratios; one round gives one per-round ratio equal to it.
+    let (small, large) = (s["step_seconds"]["16384"].as_f64().unwrap(), s["step_seconds"]["65536"].as_f64().unwrap());
+    assert!((positive("largest_over_smallest_sparse") - large / small).abs() < 1e-9);
+    assert_eq!(s["largest_over_smallest_sparse_rounds"].as_array().unwrap().len(), 1);
+    for p in s["plots"].as_array().unwrap() {
+        assert!(Path::new(p.as_str().unwrap()).is_file(), "plot {p} missing");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("reference config step") && stdout.contains("largest / smallest table, sparse"), "{stdout}");
+
+    let redraw = run(bin, &["--quick", "--plot-only", "--out", d]);
+    assert!(redraw.status.success(), "--plot-only failed:\n{}", String::from_utf8_lossy(&redraw.stderr));
+
+    let bad = run(bin, &["--quick", "--rounds", "0", "--overwrite", "--out", d]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rounds"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(dir.join("summary.json").is_file(), "a rejected run leaves the earlier results in place");
+    let _ = std::fs::remove_dir_all(&dir);
 }
