@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod table;
 pub mod tokenizer;
 pub mod train;
+pub mod turns;
 
 /// A configuration value that is not allowed. The message names the field, its value and
 /// what is allowed.

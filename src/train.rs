@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -24,6 +25,7 @@ use crate::data::{DataConfig, PreparedData};
 use crate::engram::{EngramConfig, EngramMemory};
 use crate::hashing::{default_rng, NgramHasher};
 use crate::model::{ModelConfig, Transformer};
+use crate::turns::Turn;
 use crate::table::EngramTable;
 use crate::ConfigError;
 
@@ -370,6 +372,9 @@ pub struct RunOptions {
     /// Continue from `out_dir/checkpoint/` (written with the same config and data) instead of
     /// starting afresh: the same batches and updates as an uninterrupted run.
     pub resume: bool,
+    /// Take turns with other runs in other threads (interleaved timing): hold the turn for the
+    /// set-up, each step and the final evaluation. See [`crate::turns`].
+    pub turns: Option<Arc<Turn>>,
 }
 
 /// The model's Engram state: the hashing used by the batcher and one table per layer.
@@ -475,6 +480,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             return Err(TrainError::DataTooShort { split, len, need: tc.seq_len + 1 });
         }
     }
+    let setup_turn = opts.turns.as_deref().map(Turn::hold);
     let data_fingerprint = checkpoint::data_fingerprint(data);
     // Everything a resumed run needs is read and checked before anything is written.
     let resume_from = if opts.resume {
@@ -559,7 +565,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
     let t_train = Instant::now();
     let eval_device = device.clone().without_autodiff();
+    drop(setup_turn);
     for step in start_step..tc.steps {
+        let _turn = opts.turns.as_deref().map(Turn::hold);
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
         let starts = batcher.sample_starts(data.train.len(), &mut rng);
@@ -642,6 +650,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             checkpoint::write(out_dir, cfg, data_fingerprint, &state, &model, &optim, &tables)?;
         }
     }
+    let _final_turn = opts.turns.as_deref().map(Turn::hold);
     metrics.sync_all().map_err(io_err(&metrics_path))?;
     bar.finish_and_clear();
     let valid = model.valid();
