@@ -173,6 +173,39 @@ fn prefault(buf: &mut [f32]) {
     });
 }
 
+/// `n` zeros for a table-sized buffer, backed by transparent huge pages where the kernel offers
+/// them (Linux with THP in `madvise` or `always` mode).
+///
+/// Lookups and sparse updates touch rows scattered over the whole table; with 4 KiB pages
+/// nearly every one of them misses the TLB once the table spans gigabytes, with 2 MiB pages
+/// the translations of a few-GiB table fit in the TLB. The advice is given before the first
+/// write, so the pages are faulted in huge; where THP is off it is a no-op.
+fn table_buffer(n: usize) -> Vec<f32> {
+    let mut buf = vec![0.0f32; n];
+    advise_huge_pages(&mut buf);
+    buf
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(buf: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
+    let first = start.next_multiple_of(HUGE);
+    if end >= first + HUGE {
+        let len = (end - first) / HUGE * HUGE;
+        // SAFETY: [first, first + len) lies inside `buf`'s allocation, which `buf` borrows
+        // mutably; MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
+        // A refusal (THP disabled, old kernel) leaves ordinary pages, so the result is ignored.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_buf: &mut [f32]) {}
+
 /// Number of worker threads for table-wide loops.
 fn n_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -185,7 +218,7 @@ impl EngramTable {
     /// A table of `rows × dim` values drawn from N(0, `std`), deterministic in `seed` (and
     /// independent of the number of threads), with zero moments and step 0.
     pub fn new(rows: usize, dim: usize, std: f32, seed: u64) -> Self {
-        let mut weights = vec![0.0f32; rows * dim];
+        let mut weights = table_buffer(rows * dim);
         if std != 0.0 && !weights.is_empty() {
             let chunk_len = INIT_CHUNK_ROWS * dim;
             let chunks: Vec<(usize, &mut [f32])> = weights.chunks_mut(chunk_len).enumerate().collect();
@@ -203,8 +236,8 @@ impl EngramTable {
                 }
             });
         }
-        let mut m = vec![0.0f32; rows * dim];
-        let mut v = vec![0.0f32; rows * dim];
+        let mut m = table_buffer(rows * dim);
+        let mut v = table_buffer(rows * dim);
         prefault(&mut m);
         prefault(&mut v);
         Self { rows, dim, weights, m, v, step: 0 }
@@ -256,6 +289,10 @@ impl EngramTable {
         self.weights = weights;
         self.m = m;
         self.v = v;
+        for buf in [&mut self.weights, &mut self.m, &mut self.v] {
+            // Already written: the kernel may collapse them into huge pages later.
+            advise_huge_pages(buf);
+        }
         self.step = step;
         Ok(())
     }
