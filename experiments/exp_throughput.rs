@@ -11,14 +11,18 @@
 //! with `--features ndarray` (or `openblas`), the backbone and the reference configuration on
 //! ndarray beside flex.
 //!
-//! Timing is interleaved: the whole list of configurations runs `--rounds` times, round-robin,
-//! so that a slow spell of a shared or virtual machine hits every configuration alike. Each
-//! round contributes its timed steps (after its own warm-up steps); a configuration's figure is
-//! the median of all of them, and the ratios (largest / smallest table, Engram / backbone) are
-//! also given per round, so their spread is visible.
+//! Timing is interleaved step by step: every configuration trains in its own thread and they
+//! take turns ([`engram::turns`]) — one step of each, then the next step of each — so a slow
+//! spell of a shared or virtual machine hits all of them alike and only one computes at a time.
+//! This runs twice, the second time in the reverse order, because a configuration's place in
+//! the cycle can move its step time by up to ±10 % on a virtual machine. A configuration's
+//! figure is the median of its timed steps of both passes (after warm-up steps); a ratio of two
+//! configurations is the ratio of their medians, and its spread is the interquartile range of
+//! the step-by-step ratios of the same cycle (`*_iqr`).
 //!
-//! Peak memory is the process's peak resident set (VmHWM) after each size in the first round;
-//! sizes run in ascending order, so it is the peak up to and including that size.
+//! Peak memory is measured in a first, sequential pass over the table sizes (a few steps each,
+//! ascending): the process's peak resident set (VmHWM) after each size, so the peak up to and
+//! including that size.
 //!
 //! ```text
 //! cargo run --bin exp_throughput                      # full sweep (a few minutes)
@@ -29,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -43,6 +48,7 @@ use engram::model::ModelConfig;
 use engram::report::table::{render, si};
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
+use engram::turns::Turn;
 use engram::train::{run, write_json, ExperimentConfig, RunOptions, TrainConfig};
 
 #[derive(Parser)]
@@ -50,12 +56,9 @@ use engram::train::{run, write_json, ExperimentConfig, RunOptions, TrainConfig};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Timed steps per configuration and round (after the warm-up steps) [default: 6, quick 2].
+    /// Timed steps per configuration, split over the two passes [default: 20, quick 2].
     #[arg(long)]
     reps: Option<usize>,
-    /// Round-robin passes over all configurations [default: 3, quick 1].
-    #[arg(long)]
-    rounds: Option<usize>,
     /// Time only the reference configuration (and the fused vs unfused head loss).
     #[arg(long)]
     reference_only: bool,
@@ -71,8 +74,7 @@ const WARMUP_STEPS: usize = 3;
 #[serde(default)]
 struct Summary {
     backend: String,
-    rounds: usize,
-    timed_steps_per_round: usize,
+    timed_steps: usize,
     step_seconds: BTreeMap<u64, f64>,
     dense_step_seconds: BTreeMap<u64, f64>,
     tokens_per_sec: BTreeMap<u64, f64>,
@@ -80,9 +82,9 @@ struct Summary {
     backbone_step_seconds: Option<f64>,
     engram_over_backbone_at_default: Option<f64>,
     largest_over_smallest_sparse: Option<f64>,
-    /// The same ratio within each round (medians of that round's steps).
-    largest_over_smallest_sparse_rounds: Vec<f64>,
-    engram_over_backbone_at_default_rounds: Vec<f64>,
+    /// Interquartile range of the step-by-step ratios (same cycle of the interleaving).
+    largest_over_smallest_sparse_iqr: Option<[f64; 2]>,
+    engram_over_backbone_at_default_iqr: Option<[f64; 2]>,
     largest_over_smallest_dense: Option<f64>,
     default_table_rows: u64,
     hash_tokens_per_sec_1thread: Option<f64>,
@@ -115,12 +117,21 @@ fn train_cfg(steps: usize, batch: usize, seq: usize, seed: u64) -> TrainConfig {
     TrainConfig { steps, batch_size: batch, seq_len: seq, warmup_steps: 1, eval_every: steps, eval_windows: batch, seed, ..TrainConfig::default() }
 }
 
-/// Step seconds of `model` trained for warm-up + timed steps (`tc.steps` in all): the timed
-/// steps only.
-fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path) -> anyhow::Result<Vec<f64>> {
+/// Step seconds of `model` trained for warm-up + timed steps (`tc.steps` in all), taking turns
+/// with other threads when `turn` is given: the timed steps only.
+fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path, turn: Option<Turn>) -> anyhow::Result<Vec<f64>> {
     let cfg = ExperimentConfig { name: name.to_string(), model, train: tc, data: data.config.clone() };
-    let r = run(&cfg, data, device, &out.join(name), &RunOptions::default())?;
+    let opts = RunOptions { turns: turn.map(Arc::new), ..RunOptions::default() };
+    let r = run(&cfg, data, device, &out.join(name), &opts)?;
     Ok(r.step_seconds.iter().skip(WARMUP_STEPS).copied().collect())
+}
+
+/// Quartiles 1 and 3 (nearest rank).
+fn iqr(v: &[f64]) -> Option<[f64; 2]> {
+    let mut t = v.to_vec();
+    t.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+    (t.len() >= 2).then(|| [q(0.25), q(0.75)])
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -133,23 +144,19 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// One timed configuration: its name, what it trains, on which device, and its timed steps per
-/// round.
+/// One timed configuration: its name, what it trains, on which device, and its timed steps.
 struct Timed {
     name: String,
     model: ModelConfig,
     data: usize,
     tc: TrainConfig,
     device: Device,
-    rounds: Vec<Vec<f64>>,
+    steps: Vec<f64>,
 }
 
 impl Timed {
-    fn pooled_median(&self) -> f64 {
-        median(&self.rounds.concat())
-    }
-    fn round_medians(&self) -> Vec<f64> {
-        self.rounds.iter().map(|r| median(r)).collect()
+    fn median(&self) -> f64 {
+        median(&self.steps)
     }
 }
 
@@ -221,9 +228,8 @@ fn main_inner() -> anyhow::Result<()> {
         plot(&dir, &s)?;
         return Ok(());
     }
-    let reps = args.reps.unwrap_or(if c.quick { 2 } else { 6 });
-    let n_rounds = args.rounds.unwrap_or(if c.quick { 1 } else { 3 });
-    anyhow::ensure!(reps >= 1 && n_rounds >= 1, "--reps and --rounds must be at least 1");
+    let reps = args.reps.unwrap_or(if c.quick { 2 } else { 20 });
+    anyhow::ensure!(reps >= 1, "--reps must be at least 1");
     let device = c.device()?;
     prepare_out_dir(&dir, c.overwrite)?;
     let steps = WARMUP_STEPS + reps;
@@ -263,7 +269,7 @@ fn main_inner() -> anyhow::Result<()> {
     // Every configuration, in the order each round runs them.
     let tc = |data: usize| if data == 0 { train_cfg(steps, batch, seq, c.seed) } else { train_cfg(steps, 16, 128, c.seed) };
     let mut configs: Vec<Timed> = Vec::new();
-    let mut add = |name: String, model: ModelConfig, data: usize, device: &Device| configs.push(Timed { name, model, data, tc: tc(data), device: device.clone(), rounds: vec![] });
+    let mut add = |name: String, model: ModelConfig, data: usize, device: &Device| configs.push(Timed { name, model, data, tc: tc(data), device: device.clone(), steps: vec![] });
     if !args.reference_only {
         add("backbone".into(), backbone.clone(), 0, &device);
         for &l in &log2_sizes {
@@ -281,19 +287,48 @@ fn main_inner() -> anyhow::Result<()> {
         add("reference-ndarray".into(), reference.clone(), 1, nd);
     }
 
+    // Memory: the sparse sizes one after another, ascending, a few steps each.
     let mut peak = BTreeMap::new();
-    for round in 0..n_rounds {
-        for cfg in configs.iter_mut() {
-            eprintln!("round {}/{n_rounds}: {} ...", round + 1, cfg.name);
-            let t = time_steps(&cfg.name, cfg.model.clone(), &datasets[cfg.data], cfg.tc.clone(), &cfg.device, &dir)?;
-            cfg.rounds.push(t);
-            if round == 0 && cfg.name.starts_with("sparse-2p") {
-                if let Some(rows) = cfg.model.engram.as_ref().map(|e| e.table_size[0] * 8) {
-                    peak.insert(rows, peak_rss_bytes());
-                }
-            }
+    for cfg in configs.iter().filter(|t| t.name.starts_with("sparse-2p")) {
+        eprintln!("memory: {} ...", cfg.name);
+        let tc = TrainConfig { steps: 2, eval_every: 2, ..cfg.tc.clone() };
+        time_steps(&format!("memory-{}", cfg.name), cfg.model.clone(), &datasets[cfg.data], tc, &cfg.device, &dir, None)?;
+        if let Some(rows) = cfg.model.engram.as_ref().map(|e| e.table_size[0] * 8) {
+            peak.insert(rows, peak_rss_bytes());
         }
     }
+
+    // Time: all configurations at once, one step each in turn; two passes, the second in the
+    // reverse order, since where a configuration sits in the cycle moves its step time by up to
+    // ±10 % on some machines (cache and allocator state left by its predecessor).
+    let per_pass = reps.div_ceil(2);
+    eprintln!("timing {} configurations interleaved, 2 passes of {} warm-up + {per_pass} timed steps each ...", configs.len(), WARMUP_STEPS);
+    let t_timing = Instant::now();
+    for pass in 0..2 {
+        let mut order: Vec<usize> = (0..configs.len()).collect();
+        if pass == 1 {
+            order.reverse();
+        }
+        let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = order
+                .iter()
+                .zip(Turn::cycle(order.len()))
+                .map(|(&i, turn)| {
+                    let cfg = &configs[i];
+                    let (data, dir) = (&datasets[cfg.data], &dir);
+                    let tc = TrainConfig { steps: WARMUP_STEPS + per_pass, eval_every: WARMUP_STEPS + per_pass, ..cfg.tc.clone() };
+                    scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, tc, &cfg.device, dir, Some(turn)))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))).collect()
+        });
+        for (&i, r) in order.iter().zip(results) {
+            let cfg = &mut configs[i];
+            let steps = r.map_err(|e| e.context(format!("timing {}", cfg.name)))?;
+            cfg.steps.extend(steps);
+        }
+    }
+    eprintln!("timing took {:.0} s", t_timing.elapsed().as_secs_f64());
 
     let find = |name: &str| configs.iter().find(|t| t.name == name);
     let by_rows = |prefix: &str| -> BTreeMap<u64, &Timed> {
@@ -301,45 +336,42 @@ fn main_inner() -> anyhow::Result<()> {
     };
     let sparse = by_rows("sparse-2p");
     let dense = by_rows("dense-2p");
-    let step_seconds: BTreeMap<u64, f64> = sparse.iter().map(|(&r, t)| (r, t.pooled_median())).collect();
-    let dense_seconds: BTreeMap<u64, f64> = dense.iter().map(|(&r, t)| (r, t.pooled_median())).collect();
+    let step_seconds: BTreeMap<u64, f64> = sparse.iter().map(|(&r, t)| (r, t.median())).collect();
+    let dense_seconds: BTreeMap<u64, f64> = dense.iter().map(|(&r, t)| (r, t.median())).collect();
     let tokens_per_sec: BTreeMap<u64, f64> = step_seconds.iter().map(|(&r, &s)| (r, (batch * seq) as f64 / s)).collect();
-    let per_round_ratio = |a: Option<&Timed>, b: Option<&Timed>| -> Vec<f64> {
-        match (a, b) {
-            (Some(a), Some(b)) => a.round_medians().iter().zip(b.round_medians()).map(|(x, y)| x / y).collect(),
-            _ => vec![],
-        }
+    let paired_iqr = |a: Option<&Timed>, b: Option<&Timed>| -> Option<[f64; 2]> {
+        let (a, b) = (a?, b?);
+        iqr(&a.steps.iter().zip(&b.steps).map(|(x, y)| x / y).collect::<Vec<_>>())
     };
     let default_rows = 1u64 << default_log2;
     let (smallest, largest) = (sparse.values().next().copied(), sparse.values().last().copied());
-    let ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| a.pooled_median() / b.pooled_median());
+    let ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| a.median() / b.median());
     let dense_ratio = if dense.len() >= 2 { ratio(dense.values().last().copied(), dense.values().next().copied()) } else { None };
     let backbone_t = find("backbone");
     let summary = Summary {
         backend: c.device.clone(),
-        rounds: n_rounds,
-        timed_steps_per_round: reps,
+        timed_steps: 2 * per_pass,
         engram_over_backbone_at_default: ratio(sparse.get(&default_rows).copied(), backbone_t),
-        engram_over_backbone_at_default_rounds: per_round_ratio(sparse.get(&default_rows).copied(), backbone_t),
+        engram_over_backbone_at_default_iqr: paired_iqr(sparse.get(&default_rows).copied(), backbone_t),
         largest_over_smallest_sparse: ratio(largest, smallest),
-        largest_over_smallest_sparse_rounds: per_round_ratio(largest, smallest),
+        largest_over_smallest_sparse_iqr: paired_iqr(largest, smallest),
         step_seconds,
         dense_step_seconds: dense_seconds,
         tokens_per_sec,
         peak_rss_bytes: peak,
-        backbone_step_seconds: backbone_t.map(Timed::pooled_median),
+        backbone_step_seconds: backbone_t.map(Timed::median),
         largest_over_smallest_dense: dense_ratio,
         default_table_rows: default_rows,
         hash_tokens_per_sec_1thread: hash_1,
         hash_tokens_per_sec: hash_all,
         hash_threads: threads,
-        reference_config_step_seconds: find("reference").map(Timed::pooled_median).expect("the reference configuration always runs"),
+        reference_config_step_seconds: find("reference").map(Timed::median).expect("the reference configuration always runs"),
         pytorch_reference_step_seconds: PYTORCH_REFERENCE_STEP_SECONDS,
         head_loss_fused_seconds: head_fused,
         head_loss_unfused_seconds: head_unfused,
         ndarray_backend,
-        ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::pooled_median),
-        ndarray_reference_config_step_seconds: find("reference-ndarray").map(Timed::pooled_median),
+        ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::median),
+        ndarray_reference_config_step_seconds: find("reference-ndarray").map(Timed::median),
         tokens_per_step: batch * seq,
         plots: vec![],
     };
@@ -362,7 +394,7 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
             Series { label: "dense update".into(), points: s.dense_step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
         ],
         bands: s.backbone_step_seconds.map(|b| HBand { label: "backbone without Engram".into(), center: b, half_width: 0.0 }).into_iter().collect(),
-        annotations: s.largest_over_smallest_sparse.map(|r| format!("largest / smallest (sparse): {r:.3}{}", spread(&s.largest_over_smallest_sparse_rounds))).into_iter().collect(),
+        annotations: s.largest_over_smallest_sparse.map(|r| format!("largest / smallest (sparse): {r:.3}{}", spread(s.largest_over_smallest_sparse_iqr))).into_iter().collect(),
     };
     let bottom = Chart {
         title: "Peak resident memory vs table size".into(),
@@ -377,14 +409,9 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
     Ok(two_panel_chart(&top, &bottom, &dir.join("step_time_vs_table"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
-/// `" (rounds 1.01–1.04)"` for per-round values, empty for fewer than two.
-fn spread(rounds: &[f64]) -> String {
-    if rounds.len() < 2 {
-        return String::new();
-    }
-    let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!(" (per round {lo:.3}–{hi:.3})")
+/// `" (step-by-step IQR 1.01–1.04)"`, or nothing without one.
+fn spread(iqr: Option<[f64; 2]>) -> String {
+    iqr.map(|[lo, hi]| format!(" (step-by-step IQR {lo:.3}–{hi:.3})")).unwrap_or_default()
 }
 
 fn report(s: &Summary) {
@@ -401,7 +428,7 @@ fn report(s: &Summary) {
             ]
         })
         .collect();
-    println!("{} rounds × {} timed steps per configuration (medians of all timed steps)", s.rounds, s.timed_steps_per_round);
+    println!("{} timed steps per configuration, interleaved (medians)", s.timed_steps);
     if !rows.is_empty() {
         println!("{}", render(&["rows/layer", "sparse ms", "dense ms", "tok/s", "peak MiB"], &rows));
     }
@@ -409,10 +436,10 @@ fn report(s: &Summary) {
         println!("backbone without Engram: {:.1} ms/step", b * 1e3);
     }
     if let Some(r) = s.engram_over_backbone_at_default {
-        println!("Engram step / backbone step at 2^{} rows: {r:.3}{}", s.default_table_rows.trailing_zeros(), spread(&s.engram_over_backbone_at_default_rounds));
+        println!("Engram step / backbone step at 2^{} rows: {r:.3}{}", s.default_table_rows.trailing_zeros(), spread(s.engram_over_backbone_at_default_iqr));
     }
     if let Some(r) = s.largest_over_smallest_sparse {
-        println!("largest / smallest table, sparse: {r:.3}{}", spread(&s.largest_over_smallest_sparse_rounds));
+        println!("largest / smallest table, sparse: {r:.3}{}", spread(s.largest_over_smallest_sparse_iqr));
     }
     if let Some(d) = s.largest_over_smallest_dense {
         println!("largest / smallest table, dense:  {d:.3}");
