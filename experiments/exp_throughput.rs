@@ -15,7 +15,9 @@
 //! take turns ([`engram::turns`]) — one step of each, then the next step of each — so a slow
 //! spell of a shared or virtual machine hits all of them alike and only one computes at a time.
 //! This runs twice, the second time in the reverse order, because a configuration's place in
-//! the cycle can move its step time by up to ±10 % on a virtual machine. A configuration's
+//! the cycle can move its step time by up to ±10 % on a virtual machine; and in two groups —
+//! backbone and row-sparse tables, then the heavy rest (dense updates, the reference model,
+//! ndarray) — because a step right after a heavy one runs slower. A configuration's
 //! figure is the median of its timed steps of both passes (after warm-up steps); a ratio of two
 //! configurations is the ratio of their medians, and its spread is the interquartile range of
 //! the step-by-step ratios of the same cycle (`*_iqr`).
@@ -89,6 +91,8 @@ struct Summary {
     default_table_rows: u64,
     hash_tokens_per_sec_1thread: Option<f64>,
     hash_tokens_per_sec: Option<f64>,
+    /// Seconds per step of the table work alone (unique rows, gather, sparse Adam) per size.
+    table_work_seconds: BTreeMap<u64, f64>,
     hash_threads: usize,
     reference_config_step_seconds: f64,
     pytorch_reference_step_seconds: f64,
@@ -96,6 +100,9 @@ struct Summary {
     /// [2048 × 256] · [256 × 8192]): `head_cross_entropy` (what training uses) and burn's
     /// `log_softmax` + `gather`.
     head_loss_fused_seconds: f64,
+    /// GFLOP/s of the LM head's three matrix products on the main backend and on ndarray.
+    matmul_gflops: BTreeMap<String, f64>,
+    ndarray_matmul_gflops: Option<BTreeMap<String, f64>>,
     head_loss_unfused_seconds: f64,
     /// `ndarray` or `ndarray+openblas`, when built with it.
     ndarray_backend: Option<String>,
@@ -160,6 +167,35 @@ impl Timed {
     }
 }
 
+/// GFLOP/s of the three matrix products of the reference configuration's LM head (forward
+/// `h·W`, backward `G·Wᵀ` and `hᵀ·G`; 2048 × 256 × 8192 each, quick: 256 × 64 × 1024) on
+/// `device`, median of 5 after one warm-up; the output is read back (`into_data`) each time.
+fn matmul_gflops(device: &Device, quick: bool) -> BTreeMap<String, f64> {
+    use burn::tensor::{Distribution, Tensor};
+    let (n, d, v): (usize, usize, usize) = if quick { (256, 64, 1024) } else { (2048, 256, 8192) };
+    let dev = device.clone().without_autodiff();
+    let h = Tensor::<2>::random([n, d], Distribution::Default, &dev);
+    let w = Tensor::<2>::random([d, v], Distribution::Default, &dev);
+    let g = Tensor::<2>::random([n, v], Distribution::Default, &dev);
+    let flop = 2.0 * (n * d * v) as f64;
+    let mut out = BTreeMap::new();
+    for name in ["h·W", "G·Wᵀ", "hᵀ·G"] {
+        let product = || match name {
+            "h·W" => h.clone().matmul(w.clone()),
+            "G·Wᵀ" => g.clone().matmul(w.clone().transpose()),
+            _ => h.clone().transpose().matmul(g.clone()),
+        };
+        let mut t = Vec::new();
+        for _ in 0..6 {
+            let t0 = Instant::now();
+            drop(product().into_data());
+            t.push(t0.elapsed().as_secs_f64());
+        }
+        out.insert(name.to_string(), flop / median(&t[1..]) / 1e9);
+    }
+    out
+}
+
 /// Seconds per forward + backward of the reference configuration's LM head and loss alone
 /// (median of 5 after one warm-up), fused and unfused.
 fn head_loss_seconds(device: &Device, quick: bool) -> (f64, f64) {
@@ -188,6 +224,36 @@ fn head_loss_seconds(device: &Device, quick: bool) -> (f64, f64) {
         median(&t[1..])
     };
     (time(true), time(false))
+}
+
+/// Seconds per step of the host-side table work alone — unique rows, gather, sparse Adam — for
+/// one table of `rows` × 16 and the default model's 8,192 lookups per step (16 × 64 tokens ×
+/// 8 heads, uniformly random rows), median of 30 steps after 5 warm-up steps. Isolates the
+/// part of a step whose cost can depend on the table size from the rest, which cannot.
+fn table_work_seconds(rows: usize, lookups: usize) -> anyhow::Result<f64> {
+    use engram::hashing::unique_rows;
+    use engram::table::{EngramTable, TableAdam};
+    let mut table = EngramTable::new(rows, 16, 0.02, 1);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut ids, mut uniq, mut inverse, mut gathered, mut grads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut t = Vec::new();
+    for _ in 0..35 {
+        ids.clear();
+        ids.extend((0..lookups).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % rows as u64) as u32
+        }));
+        let t0 = Instant::now();
+        unique_rows(&ids, &mut uniq, &mut inverse);
+        table.gather(&uniq, &mut gathered)?;
+        grads.clear();
+        grads.extend(gathered.iter().map(|w| 0.01 * w));
+        table.adam_step(&uniq, &grads, 1e-3, &TableAdam::default(), UpdateMode::Sparse)?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(&t[5..]))
 }
 
 fn hash_throughput(threads_all: bool) -> anyhow::Result<f64> {
@@ -265,6 +331,9 @@ fn main_inner() -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     eprintln!("LM head + loss of the reference configuration, fused and unfused ...");
     let (head_fused, head_unfused) = head_loss_seconds(&device, c.quick);
+    eprintln!("matrix products of the LM head ...");
+    let mm = matmul_gflops(&device, c.quick);
+    let mm_ndarray = ndarray.as_ref().map(|nd| matmul_gflops(nd, c.quick));
 
     // Every configuration, in the order each round runs them.
     let tc = |data: usize| if data == 0 { train_cfg(steps, batch, seq, c.seed) } else { train_cfg(steps, 16, 128, c.seed) };
@@ -298,34 +367,49 @@ fn main_inner() -> anyhow::Result<()> {
         }
     }
 
-    // Time: all configurations at once, one step each in turn; two passes, the second in the
-    // reverse order, since where a configuration sits in the cycle moves its step time by up to
-    // ±10 % on some machines (cache and allocator state left by its predecessor).
-    let per_pass = reps.div_ceil(2);
-    eprintln!("timing {} configurations interleaved, 2 passes of {} warm-up + {per_pass} timed steps each ...", configs.len(), WARMUP_STEPS);
-    let t_timing = Instant::now();
-    for pass in 0..2 {
-        let mut order: Vec<usize> = (0..configs.len()).collect();
-        if pass == 1 {
-            order.reverse();
+    // After the memory pass: its tables would raise the peak of the small sizes.
+    let mut table_work = BTreeMap::new();
+    if !args.reference_only {
+        eprintln!("table work alone (unique rows, gather, sparse Adam) ...");
+        for &l in &log2_sizes {
+            table_work.insert(1u64 << l, table_work_seconds(1 << l, batch * seq * 8)?);
         }
-        let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = order
-                .iter()
-                .zip(Turn::cycle(order.len()))
-                .map(|(&i, turn)| {
-                    let cfg = &configs[i];
-                    let (data, dir) = (&datasets[cfg.data], &dir);
-                    let tc = TrainConfig { steps: WARMUP_STEPS + per_pass, eval_every: WARMUP_STEPS + per_pass, ..cfg.tc.clone() };
-                    scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, tc, &cfg.device, dir, Some(turn)))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))).collect()
-        });
-        for (&i, r) in order.iter().zip(results) {
-            let cfg = &mut configs[i];
-            let steps = r.map_err(|e| e.context(format!("timing {}", cfg.name)))?;
-            cfg.steps.extend(steps);
+    }
+
+    // Time: the configurations of a group at once, one step each in turn; two passes, the
+    // second in the reverse order. A step runs measurably slower right after a heavy one (a
+    // dense table update, the reference model: caches, TLB and freshly mapped memory left
+    // behind), so the light configurations — backbone and row-sparse tables, the comparison
+    // that matters — form one group and the heavy ones another.
+    let per_pass = reps.div_ceil(2);
+    let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p"));
+    let groups: Vec<Vec<usize>> = [false, true].iter().map(|&h| (0..configs.len()).filter(|&i| heavy(&configs[i]) == h).collect()).filter(|g: &Vec<usize>| !g.is_empty()).collect();
+    let t_timing = Instant::now();
+    for group in &groups {
+        eprintln!("timing {} configurations interleaved, 2 passes of {} warm-up + {per_pass} timed steps each ...", group.len(), WARMUP_STEPS);
+        for pass in 0..2 {
+            let mut order = group.clone();
+            if pass == 1 {
+                order.reverse();
+            }
+            let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = order
+                    .iter()
+                    .zip(Turn::cycle(order.len()))
+                    .map(|(&i, turn)| {
+                        let cfg = &configs[i];
+                        let (data, dir) = (&datasets[cfg.data], &dir);
+                        let tc = TrainConfig { steps: WARMUP_STEPS + per_pass, eval_every: WARMUP_STEPS + per_pass, ..cfg.tc.clone() };
+                        scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, tc, &cfg.device, dir, Some(turn)))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))).collect()
+            });
+            for (&i, r) in order.iter().zip(results) {
+                let cfg = &mut configs[i];
+                let steps = r.map_err(|e| e.context(format!("timing {}", cfg.name)))?;
+                cfg.steps.extend(steps);
+            }
         }
     }
     eprintln!("timing took {:.0} s", t_timing.elapsed().as_secs_f64());
@@ -364,10 +448,13 @@ fn main_inner() -> anyhow::Result<()> {
         default_table_rows: default_rows,
         hash_tokens_per_sec_1thread: hash_1,
         hash_tokens_per_sec: hash_all,
+        table_work_seconds: table_work,
         hash_threads: threads,
         reference_config_step_seconds: find("reference").map(Timed::median).expect("the reference configuration always runs"),
         pytorch_reference_step_seconds: PYTORCH_REFERENCE_STEP_SECONDS,
         head_loss_fused_seconds: head_fused,
+        matmul_gflops: mm,
+        ndarray_matmul_gflops: mm_ndarray,
         head_loss_unfused_seconds: head_unfused,
         ndarray_backend,
         ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::median),
@@ -425,12 +512,13 @@ fn report(s: &Summary) {
                 s.dense_step_seconds.get(&r).map(|d| format!("{:.1}", d * 1e3)).unwrap_or_else(|| "-".into()),
                 format!("{:.0}", s.tokens_per_sec[&r]),
                 s.peak_rss_bytes.get(&r).map(|b| format!("{:.0}", *b as f64 / (1 << 20) as f64)).unwrap_or_else(|| "-".into()),
+                s.table_work_seconds.get(&r).map(|w| format!("{:.2}", w * 1e3)).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     println!("{} timed steps per configuration, interleaved (medians)", s.timed_steps);
     if !rows.is_empty() {
-        println!("{}", render(&["rows/layer", "sparse ms", "dense ms", "tok/s", "peak MiB"], &rows));
+        println!("{}", render(&["rows/layer", "sparse ms", "dense ms", "tok/s", "peak MiB", "table work ms"], &rows));
     }
     if let Some(b) = s.backbone_step_seconds {
         println!("backbone without Engram: {:.1} ms/step", b * 1e3);
@@ -440,6 +528,9 @@ fn report(s: &Summary) {
     }
     if let Some(r) = s.largest_over_smallest_sparse {
         println!("largest / smallest table, sparse: {r:.3}{}", spread(s.largest_over_smallest_sparse_iqr));
+    }
+    if let (Some((&r0, &w0)), Some((&r1, &w1))) = (s.table_work_seconds.iter().next(), s.table_work_seconds.iter().last()) {
+        println!("table work alone (unique rows, gather, sparse Adam): {:.2} ms at 2^{}, {:.2} ms at 2^{}", w0 * 1e3, r0.trailing_zeros(), w1 * 1e3, r1.trailing_zeros());
     }
     if let Some(d) = s.largest_over_smallest_dense {
         println!("largest / smallest table, dense:  {d:.3}");
@@ -459,6 +550,11 @@ fn report(s: &Summary) {
         s.head_loss_unfused_seconds * 1e3,
         s.head_loss_unfused_seconds / s.head_loss_fused_seconds
     );
+    let gflops = |m: &BTreeMap<String, f64>| m.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ");
+    println!("LM head matrix products, GFLOP/s on {}: {}", s.backend, gflops(&s.matmul_gflops));
+    if let (Some(name), Some(m)) = (&s.ndarray_backend, &s.ndarray_matmul_gflops) {
+        println!("LM head matrix products, GFLOP/s on {name}: {}", gflops(m));
+    }
     match (&s.ndarray_backend, s.ndarray_reference_config_step_seconds) {
         (Some(name), Some(r)) => {
             if let (Some(nb), Some(fb)) = (s.ndarray_backbone_step_seconds, s.backbone_step_seconds) {
