@@ -40,7 +40,7 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for &p in &MR_BASES {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
