@@ -100,10 +100,10 @@ struct Summary {
     /// [2048 × 256] · [256 × 8192]): `head_cross_entropy` (what training uses) and burn's
     /// `log_softmax` + `gather`.
     head_loss_fused_seconds: f64,
+    head_loss_unfused_seconds: f64,
     /// GFLOP/s of the LM head's three matrix products on the main backend and on ndarray.
     matmul_gflops: BTreeMap<String, f64>,
     ndarray_matmul_gflops: Option<BTreeMap<String, f64>>,
-    head_loss_unfused_seconds: f64,
     /// `ndarray` or `ndarray+openblas`, when built with it.
     ndarray_backend: Option<String>,
     ndarray_backbone_step_seconds: Option<f64>,
@@ -133,21 +133,44 @@ fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConf
     Ok(r.step_seconds.iter().skip(WARMUP_STEPS).copied().collect())
 }
 
-/// Quartiles 1 and 3 (nearest rank).
-fn iqr(v: &[f64]) -> Option<[f64; 2]> {
+/// The `ps` quantiles of `v` (nearest rank: element `round((n − 1)·p)` of the sorted values);
+/// `None` when `v` is empty.
+fn quantiles<const K: usize>(v: &[f64], ps: [f64; K]) -> Option<[f64; K]> {
     let mut t = v.to_vec();
     t.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
-    (t.len() >= 2).then(|| [q(0.25), q(0.75)])
+    (!t.is_empty()).then(|| ps.map(|p| t[((t.len() - 1) as f64 * p).round() as usize]))
 }
 
+/// The median (the upper one of an even count), NaN for no values.
 fn median(v: &[f64]) -> f64 {
-    let mut t = v.to_vec();
-    t.sort_by(|a, b| a.total_cmp(b));
-    if t.is_empty() {
-        f64::NAN
+    quantiles(v, [0.5]).map_or(f64::NAN, |[m]| m)
+}
+
+/// Quartiles 1 and 3, for two values or more.
+fn iqr(v: &[f64]) -> Option<[f64; 2]> {
+    if v.len() < 2 {
+        return None;
+    }
+    quantiles(v, [0.25, 0.75])
+}
+
+/// `n` pseudo-random ids below `bound` (xorshift64, continuing from `state`).
+fn random_ids(state: &mut u64, n: usize, bound: u64) -> impl Iterator<Item = u32> + '_ {
+    (0..n).map(move |_| {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        (*state % bound) as u32
+    })
+}
+
+/// Rows, width and vocabulary of the reference configuration's LM head (one batch of
+/// 16 × 128 tokens, d_model 256, vocabulary 8,192); `--quick` uses a small stand-in.
+fn head_shape(quick: bool) -> (usize, usize, usize) {
+    if quick {
+        (256, 64, 1024)
     } else {
-        t[t.len() / 2]
+        (2048, 256, 8192)
     }
 }
 
@@ -172,7 +195,7 @@ impl Timed {
 /// `device`, median of 5 after one warm-up; the output is read back (`into_data`) each time.
 fn matmul_gflops(device: &Device, quick: bool) -> BTreeMap<String, f64> {
     use burn::tensor::{Distribution, Tensor};
-    let (n, d, v): (usize, usize, usize) = if quick { (256, 64, 1024) } else { (2048, 256, 8192) };
+    let (n, d, v) = head_shape(quick);
     let dev = device.clone().without_autodiff();
     let h = Tensor::<2>::random([n, d], Distribution::Default, &dev);
     let w = Tensor::<2>::random([d, v], Distribution::Default, &dev);
@@ -200,7 +223,7 @@ fn matmul_gflops(device: &Device, quick: bool) -> BTreeMap<String, f64> {
 /// (median of 5 after one warm-up), fused and unfused.
 fn head_loss_seconds(device: &Device, quick: bool) -> (f64, f64) {
     use burn::tensor::{Distribution, Int, Tensor, TensorData};
-    let (n, d, v) = if quick { (256, 64, 1024) } else { (2048, 256, 8192) };
+    let (n, d, v) = head_shape(quick);
     let dev = device.clone().autodiff();
     let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev);
     let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 0.02), &dev);
@@ -239,12 +262,7 @@ fn table_work_seconds(rows: usize, lookups: usize) -> anyhow::Result<f64> {
     let mut t = Vec::new();
     for _ in 0..35 {
         ids.clear();
-        ids.extend((0..lookups).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % rows as u64) as u32
-        }));
+        ids.extend(random_ids(&mut x, lookups, rows as u64));
         let t0 = Instant::now();
         unique_rows(&ids, &mut uniq, &mut inverse);
         table.gather(&uniq, &mut gathered)?;
@@ -262,14 +280,7 @@ fn hash_throughput(threads_all: bool) -> anyhow::Result<f64> {
     let hasher = NgramHasher::new(&HashConfig::demo(), v_prime, 2)?;
     let (batch, seq) = (64usize, 2048usize);
     let mut x = 0x2545F4914F6CDD1Du64;
-    let tokens: Vec<u32> = (0..batch * seq)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % v_prime) as u32
-        })
-        .collect();
+    let tokens: Vec<u32> = random_ids(&mut x, batch * seq, v_prime).collect();
     let mut out = Vec::new();
     let mut best = f64::INFINITY;
     for _ in 0..7 {
@@ -298,16 +309,21 @@ fn main_inner() -> anyhow::Result<()> {
     anyhow::ensure!(reps >= 1, "--reps must be at least 1");
     let device = c.device()?;
     prepare_out_dir(&dir, c.overwrite)?;
-    let steps = WARMUP_STEPS + reps;
+    // Each configuration trains once per timing pass (two passes, see below).
+    let per_pass = reps.div_ceil(2);
+    let steps = WARMUP_STEPS + per_pass;
     let (batch, seq) = if c.quick { (8, 32) } else { (16, 64) };
-    let log2_sizes: Vec<u32> = if c.quick || args.reference_only { vec![14, 16] } else { vec![14, 16, 18, 20, 22, 24] };
+    let log2_sizes: Vec<u32> = if c.quick { vec![14, 16] } else { vec![14, 16, 18, 20, 22, 24] };
     let dense_max_log2 = if c.quick { 16 } else { 22 };
     let default_log2 = 16;
 
-    let datasets = [
-        load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })?,
-        if c.quick { load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })? } else { load_data(&DataConfig { vocab_size: 8192, ..DataConfig::default() })? },
-    ];
+    // datasets[0]: the Engram sweep's; datasets[REF]: the reference configuration's (the same
+    // one with --quick).
+    let mut datasets = vec![load_data(&DataConfig { vocab_size: 4096, ..DataConfig::default() })?];
+    if !c.quick {
+        datasets.push(load_data(&DataConfig { vocab_size: 8192, ..DataConfig::default() })?);
+    }
+    let reference_data = datasets.len() - 1;
     let backbone = ModelConfig::new(4096, 64, 2, 4, seq);
     let engram_at = |rows_per_layer: u64, update: UpdateMode| {
         // (N−1)·K = 8 heads per layer: each head's base size is rows / 8.
@@ -315,7 +331,7 @@ fn main_inner() -> anyhow::Result<()> {
         backbone.clone().with_engram(EngramConfig { layer_ids: vec![1], table_size: vec![per_head, per_head], update, ..EngramConfig::default() })
     };
     let mut reference = ModelConfig::reference();
-    reference.vocab_size = datasets[1].vocab_size;
+    reference.vocab_size = datasets[reference_data].vocab_size;
     let ndarray = match engram::device::device_from_name("ndarray") {
         Ok(nd) if c.device != "ndarray" => Some(nd),
         _ => None,
@@ -335,25 +351,28 @@ fn main_inner() -> anyhow::Result<()> {
     let mm = matmul_gflops(&device, c.quick);
     let mm_ndarray = ndarray.as_ref().map(|nd| matmul_gflops(nd, c.quick));
 
-    // Every configuration, in the order each round runs them.
-    let tc = |data: usize| if data == 0 { train_cfg(steps, batch, seq, c.seed) } else { train_cfg(steps, 16, 128, c.seed) };
+    // Every configuration, in the order a forward timing pass runs them.
+    let tc = |reference: bool| if reference { train_cfg(steps, 16, 128, c.seed) } else { train_cfg(steps, batch, seq, c.seed) };
     let mut configs: Vec<Timed> = Vec::new();
-    let mut add = |name: String, model: ModelConfig, data: usize, device: &Device| configs.push(Timed { name, model, data, tc: tc(data), device: device.clone(), steps: vec![] });
+    let mut add = |name: String, model: ModelConfig, reference: bool, device: &Device| {
+        let data = if reference { reference_data } else { 0 };
+        configs.push(Timed { name, model, data, tc: tc(reference), device: device.clone(), steps: vec![] })
+    };
     if !args.reference_only {
-        add("backbone".into(), backbone.clone(), 0, &device);
+        add("backbone".into(), backbone.clone(), false, &device);
         for &l in &log2_sizes {
-            add(format!("sparse-2p{l}"), engram_at(1 << l, UpdateMode::Sparse), 0, &device);
+            add(format!("sparse-2p{l}"), engram_at(1 << l, UpdateMode::Sparse), false, &device);
             if l <= dense_max_log2 {
-                add(format!("dense-2p{l}"), engram_at(1 << l, UpdateMode::Dense), 0, &device);
+                add(format!("dense-2p{l}"), engram_at(1 << l, UpdateMode::Dense), false, &device);
             }
         }
     }
-    add("reference".into(), reference.clone(), 1, &device);
+    add("reference".into(), reference.clone(), true, &device);
     if let Some(nd) = &ndarray {
         if !args.reference_only {
-            add("backbone-ndarray".into(), backbone.clone(), 0, nd);
+            add("backbone-ndarray".into(), backbone.clone(), false, nd);
         }
-        add("reference-ndarray".into(), reference.clone(), 1, nd);
+        add("reference-ndarray".into(), reference.clone(), true, nd);
     }
 
     // Memory: the sparse sizes one after another, ascending, a few steps each.
@@ -381,7 +400,6 @@ fn main_inner() -> anyhow::Result<()> {
     // dense table update, the reference model: caches, TLB and freshly mapped memory left
     // behind), so the light configurations — backbone and row-sparse tables, the comparison
     // that matters — form one group and the heavy ones another.
-    let per_pass = reps.div_ceil(2);
     let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p"));
     let groups: Vec<Vec<usize>> = [false, true].iter().map(|&h| (0..configs.len()).filter(|&i| heavy(&configs[i]) == h).collect()).filter(|g: &Vec<usize>| !g.is_empty()).collect();
     let t_timing = Instant::now();
@@ -399,8 +417,7 @@ fn main_inner() -> anyhow::Result<()> {
                     .map(|(&i, turn)| {
                         let cfg = &configs[i];
                         let (data, dir) = (&datasets[cfg.data], &dir);
-                        let tc = TrainConfig { steps: WARMUP_STEPS + per_pass, eval_every: WARMUP_STEPS + per_pass, ..cfg.tc.clone() };
-                        scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, tc, &cfg.device, dir, Some(turn)))
+                        scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, cfg.tc.clone(), &cfg.device, dir, Some(turn)))
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))).collect()
@@ -453,9 +470,9 @@ fn main_inner() -> anyhow::Result<()> {
         reference_config_step_seconds: find("reference").map(Timed::median).expect("the reference configuration always runs"),
         pytorch_reference_step_seconds: PYTORCH_REFERENCE_STEP_SECONDS,
         head_loss_fused_seconds: head_fused,
+        head_loss_unfused_seconds: head_unfused,
         matmul_gflops: mm,
         ndarray_matmul_gflops: mm_ndarray,
-        head_loss_unfused_seconds: head_unfused,
         ndarray_backend,
         ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::median),
         ndarray_reference_config_step_seconds: find("reference-ndarray").map(Timed::median),

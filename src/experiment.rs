@@ -36,7 +36,6 @@ pub struct CommonArgs {
     pub no_progress: bool,
 }
 
-/// Errors of an experiment binary.
 /// Seeds per configuration of the multi-seed sweeps unless `--seeds` says otherwise.
 pub const SWEEP_SEEDS: usize = 3;
 
@@ -64,6 +63,7 @@ impl SweepArgs {
     }
 }
 
+/// Errors of an experiment binary.
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     /// The output directory already holds a finished experiment.
