@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hashing::HashConfig;
 use crate::table::{TableAdam, UpdateMode, DEFAULT_TABLE_INIT_STD};
+use crate::model::linear_tokens;
 
 /// Lower clamp of `|s|` before the square root of the gate score ([D]: `clamp_min(1e-6)`).
 pub const GATE_SQRT_CLAMP: f32 = 1e-6;
@@ -355,7 +356,7 @@ impl Engram {
     pub fn forward(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<4> {
         let [b, t, m, d] = hidden.dims();
         assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
-        let v = self.value.forward(memory.clone()); // [B, T, D]
+        let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
         let mut gated = Vec::with_capacity(m);
         for (i, key_proj) in self.keys.iter().enumerate() {
             if !self.gate {
@@ -364,7 +365,7 @@ impl Engram {
             }
             let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
             let q = self.norm_query[i].forward(h_i); // [B, T, D]
-            let k = self.norm_key[i].forward(key_proj.forward(memory.clone())); // [B, T, D]
+            let k = self.norm_key[i].forward(linear_tokens(key_proj, memory.clone())); // [B, T, D]
             let s = (q * k).sum_dim(2) / (d as f64).sqrt(); // [B, T, 1]
             let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
             let alpha = sigmoid(s); // [B, T, 1]

@@ -92,13 +92,13 @@ impl CausalSelfAttention {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
         let dh = d / h;
-        let qkv = self.qkv.forward(x).reshape([b, t, 3, h, dh]);
-        let part = |i: usize| qkv.clone().slice([0..b, 0..t, i..i + 1, 0..h, 0..dh]).reshape([b, t, h, dh]).swap_dims(1, 2); // [B, H, T, dh]
+        // Columns [i·D, (i+1)·D) of the fused projection: query, key, value.
+        let part = |i: usize| super::linear_tokens_columns(&self.qkv, x.clone(), i * d..(i + 1) * d).reshape([b, t, h, dh]).swap_dims(1, 2); // [B, H, T, dh]
         let q = rope.apply(part(0));
         let k = rope.apply(part(1));
         let v = part(2);
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         let y = attention(q, k, v, None, None, options); // [B, H, T, dh]
-        self.proj.forward(y.swap_dims(1, 2).reshape([b, t, d]))
+        super::linear_tokens(&self.proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }

@@ -33,11 +33,9 @@ impl SwiGluMlp {
     /// # Shapes
     /// - `x`: `[B, T, D]` → `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gu = self.gate_up.forward(x); // [B, T, 2F]
-        let [b, t, f2] = gu.dims();
-        let f = f2 / 2;
-        let gate = gu.clone().slice([0..b, 0..t, 0..f]);
-        let up = gu.slice([0..b, 0..t, f..f2]);
-        self.down.forward(silu(gate) * up)
+        let f = self.gate_up.weight.dims()[1] / 2;
+        let gate = super::linear_tokens_columns(&self.gate_up, x.clone(), 0..f); // [B, T, F]
+        let up = super::linear_tokens_columns(&self.gate_up, x, f..2 * f); // [B, T, F]
+        super::linear_tokens(&self.down, silu(gate) * up)
     }
 }

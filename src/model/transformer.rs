@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::ops::IndexingUpdateOp;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::Rope;
@@ -172,7 +172,7 @@ impl Transformer {
     /// - `tokens`: `[B, T]` → logits `[B, T, V]`, aux `[1]`
     pub fn forward_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
         let (h, aux) = self.hidden_with_aux(tokens, memories, zero_memory);
-        (self.head.forward(h), aux)
+        (super::linear_tokens(&self.head, h), aux)
     }
 
     /// Mean next-token cross-entropy of `targets` and the load-balancing loss (as
@@ -252,11 +252,11 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 /// `∂L/∂h = G·Wᵀ`, `∂L/∂W = hᵀ·G`, `∂L/∂bias = Σ_rows G`.
 ///
 /// Why: burn's autodiff decomposes `log_softmax` into about a dozen element-wise passes over the
-/// `[N, V]` logits, forward and backward, most on one thread; here they are one (fused,
-/// row-parallel) softmax plus two row maxima, and the logits are not kept for the backward pass.
-/// The matrix products are the same three autodiff would run. The value is
-/// `max − log(max softmax) − logit[target]` per row (the log-sum-exp minus the target's logit;
-/// never `log 0`), averaged.
+/// `[N, V]` logits, forward and backward, most on one thread, with libm's scalar `expf`. On the
+/// CPU backends the softmax, the loss and `G` are instead one kernel on the logits' own buffer
+/// (three passes per row, rows split over the cores, a vectorised exponential:
+/// [`super::xent`]); on other devices they are a few tensor operations. The logits are not kept
+/// for the backward pass. The matrix products are the same three autodiff would run.
 ///
 /// Without autodiff (evaluation) it computes the value only.
 ///
@@ -267,31 +267,71 @@ pub fn head_cross_entropy(h: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1
     let track = h.is_autodiff() || weight.is_autodiff();
     let hi = h.clone().inner();
     let wi = weight.clone().inner();
-    let idx = targets.inner().reshape([n, 1]); // [N, 1]
     let mut logits = hi.clone().matmul(wi.clone()); // [N, V]
     if let Some(b) = &bias {
         logits = logits + b.clone().inner().unsqueeze_dim(0);
     }
+    let scale = 1.0 / n as f32;
+    let (value, g) = if on_host(&logits.device()) {
+        softmax_cross_entropy_host(logits, targets, track.then_some(scale))
+    } else {
+        softmax_cross_entropy_tensor(logits, targets, track.then_some(scale))
+    };
+    let Some(g) = g else {
+        return value;
+    };
+    let grad_h = g.clone().matmul(wi.transpose()); // [N, D]
+    let grad_w = hi.transpose().matmul(g.clone()); // [D, V]
+    let mut surrogate = (h * grad_h).sum() + (weight * grad_w).sum();
+    if let Some(b) = bias {
+        surrogate = surrogate + (b * g.sum_dim(0).squeeze_dim::<1>(0)).sum();
+    }
+    // Value `value`, gradient that of `surrogate`.
+    surrogate.clone() - surrogate.detach() + value.autodiff()
+}
+
+/// Whether tensors on `device` live in this process's memory (flex, ndarray), so that the
+/// host kernel of [`head_cross_entropy`] can work on them in place.
+fn on_host(device: &Device) -> bool {
+    let device = device.clone().without_autodiff();
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // burn 0.22 deprecates ndarray in favour of flex; kept for comparisons.
+    if device == Device::ndarray() {
+        return true;
+    }
+    device == Device::flex()
+}
+
+/// Mean loss `[1]` and, with `scale`, `G = (softmax − onehot) · scale` `[N, V]`, computed by
+/// [`super::xent::softmax_cross_entropy_rows`] on the logits' own buffer.
+fn softmax_cross_entropy_host(logits: Tensor<2>, targets: Tensor<1, Int>, scale: Option<f32>) -> (Tensor<1>, Option<Tensor<2>>) {
+    let [n, v] = logits.dims();
+    let device = logits.device();
+    let targets: Vec<usize> = targets.into_data().iter::<i64>().map(|t| usize::try_from(t).unwrap_or(usize::MAX)).collect();
+    let mut data = logits.into_data(); // no copy when the logits are not shared
+    let rows = data.as_mut_slice::<f32>().expect("f32 logits");
+    let total = super::xent::softmax_cross_entropy_rows(rows, v, &targets, scale);
+    let value = Tensor::<1>::from_data(TensorData::new(vec![(total / n as f64) as f32], [1]), &device);
+    (value, scale.map(|_| Tensor::from_data(data, &device)))
+}
+
+/// [`softmax_cross_entropy_host`] in tensor operations, for devices whose memory the host
+/// cannot write (GPUs). The value is `max − log(max softmax) − logit[target]` per row (the
+/// log-sum-exp minus the target's logit; never `log 0`), averaged.
+fn softmax_cross_entropy_tensor(logits: Tensor<2>, targets: Tensor<1, Int>, scale: Option<f32>) -> (Tensor<1>, Option<Tensor<2>>) {
+    let [n, _] = logits.dims();
+    let idx = targets.reshape([n, 1]); // [N, 1]
     let row_max = logits.clone().max_dim(1); // [N, 1]
     let target_logit = logits.clone().gather(1, idx.clone()); // [N, 1]
     let p = softmax(logits, 1); // [N, V]
     // log Σ exp(x − max) = −log(max softmax), and max softmax ≥ 1/V never underflows.
     let lse = row_max - p.clone().max_dim(1).log(); // [N, 1]
     let value = (lse - target_logit).mean(); // [1]
-    if !track {
-        return value;
-    }
-    let minus_one = Tensor::<2>::full([n, 1], -1.0, &p.device());
-    let g = p.scatter(1, idx, minus_one, IndexingUpdateOp::Add); // softmax − onehot, [N, V]
-    let scale = 1.0 / n as f32;
-    let grad_h = g.clone().matmul(wi.transpose()) * scale; // [N, D]
-    let grad_w = hi.transpose().matmul(g.clone()) * scale; // [D, V]
-    let mut surrogate = (h * grad_h).sum() + (weight * grad_w).sum();
-    if let Some(b) = bias {
-        surrogate = surrogate + (b * (g.sum_dim(0).squeeze_dim::<1>(0) * scale)).sum();
-    }
-    // Value `value`, gradient that of `surrogate`.
-    surrogate.clone() - surrogate.detach() + value.autodiff()
+    let g = scale.map(|s| {
+        let minus_one = Tensor::<2>::full([n, 1], -1.0, &p.device());
+        p.scatter(1, idx, minus_one, IndexingUpdateOp::Add) * s // (softmax − onehot) · s
+    });
+    (value, g)
 }
 
 #[cfg(test)]
@@ -489,6 +529,27 @@ mod tests {
             if let Some(b) = &bv {
                 let (a, r) = (b.grad(&gf).unwrap().unsqueeze_dim(0), b.grad(&gr).unwrap().unsqueeze_dim(0));
                 assert!(rel_diff(a, r) < 1e-5, "dL/dbias");
+            }
+        }
+    }
+
+    /// The host kernel and the tensor-operation path (used on GPUs) give the same loss and `G`.
+    #[test]
+    fn host_and_tensor_softmax_paths_agree() {
+        let device = Device::flex();
+        let (n, v) = (9, 53);
+        let logits = Tensor::<2>::random([n, v], Distribution::Normal(0.0, 3.0), &device);
+        let ids: Vec<i32> = (0..n as i32).map(|i| (i * 11 + 5) % v as i32).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device);
+        assert!(on_host(&device) && on_host(&device.clone().autodiff()));
+        for scale in [None, Some(0.25f32)] {
+            let (hv, hg) = softmax_cross_entropy_host(logits.clone(), y.clone(), scale);
+            let (tv, tg) = softmax_cross_entropy_tensor(logits.clone(), y.clone(), scale);
+            let (hv, tv) = (hv.into_scalar::<f32>(), tv.into_scalar::<f32>());
+            assert!((hv - tv).abs() <= 1e-5 * tv.abs(), "loss {hv} vs {tv}");
+            assert_eq!(hg.is_some(), scale.is_some());
+            if let (Some(hg), Some(tg)) = (hg, tg) {
+                assert!(rel_diff(hg, tg) < 1e-5, "G differs");
             }
         }
     }
