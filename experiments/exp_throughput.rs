@@ -20,7 +20,9 @@
 //! ndarray) — because a step right after a heavy one runs slower. A configuration's
 //! figure is the median of its timed steps of both passes (after warm-up steps); a ratio of two
 //! configurations is the ratio of their medians, and its spread is the interquartile range of
-//! the step-by-step ratios of the same cycle (`*_iqr`).
+//! the step-by-step ratios of the same cycle (`*_iqr`). An A/A control — a second, identical
+//! copy of the smallest table's configuration in the same group — measures how far from 1 the
+//! method and the machine put a ratio on their own (`control_over_smallest_sparse`).
 //!
 //! Peak memory is measured in a first, sequential pass over the table sizes (a few steps each,
 //! ascending): the process's peak resident set (VmHWM) after each size, so the peak up to and
@@ -88,6 +90,11 @@ struct Summary {
     largest_over_smallest_sparse_iqr: Option<[f64; 2]>,
     engram_over_backbone_at_default_iqr: Option<[f64; 2]>,
     largest_over_smallest_dense: Option<f64>,
+    /// A/A control: a second, identical copy of the smallest row-sparse configuration, timed
+    /// in the same group, over the first. How far it is from 1 is what the timing method and
+    /// the machine alone produce; read the other ratios against it.
+    control_over_smallest_sparse: Option<f64>,
+    control_over_smallest_sparse_iqr: Option<[f64; 2]>,
     default_table_rows: u64,
     hash_tokens_per_sec_1thread: Option<f64>,
     hash_tokens_per_sec: Option<f64>,
@@ -360,6 +367,9 @@ fn main_inner() -> anyhow::Result<()> {
     };
     if !args.reference_only {
         add("backbone".into(), backbone.clone(), false, &device);
+        if let Some(&l) = log2_sizes.first() {
+            add(format!("control-2p{l}"), engram_at(1 << l, UpdateMode::Sparse), false, &device);
+        }
         for &l in &log2_sizes {
             add(format!("sparse-2p{l}"), engram_at(1 << l, UpdateMode::Sparse), false, &device);
             if l <= dense_max_log2 {
@@ -400,7 +410,7 @@ fn main_inner() -> anyhow::Result<()> {
     // dense table update, the reference model: caches, TLB and freshly mapped memory left
     // behind), so the light configurations — backbone and row-sparse tables, the comparison
     // that matters — form one group and the heavy ones another.
-    let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p"));
+    let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p") || t.name.starts_with("control-2p"));
     let groups: Vec<Vec<usize>> = [false, true].iter().map(|&h| (0..configs.len()).filter(|&i| heavy(&configs[i]) == h).collect()).filter(|g: &Vec<usize>| !g.is_empty()).collect();
     let t_timing = Instant::now();
     for group in &groups {
@@ -456,6 +466,8 @@ fn main_inner() -> anyhow::Result<()> {
         engram_over_backbone_at_default_iqr: paired_iqr(sparse.get(&default_rows).copied(), backbone_t),
         largest_over_smallest_sparse: ratio(largest, smallest),
         largest_over_smallest_sparse_iqr: paired_iqr(largest, smallest),
+        control_over_smallest_sparse: ratio(configs.iter().find(|t| t.name.starts_with("control-2p")), smallest),
+        control_over_smallest_sparse_iqr: paired_iqr(configs.iter().find(|t| t.name.starts_with("control-2p")), smallest),
         step_seconds,
         dense_step_seconds: dense_seconds,
         tokens_per_sec,
@@ -545,6 +557,9 @@ fn report(s: &Summary) {
     }
     if let Some(r) = s.largest_over_smallest_sparse {
         println!("largest / smallest table, sparse: {r:.3}{}", spread(s.largest_over_smallest_sparse_iqr));
+    }
+    if let Some(r) = s.control_over_smallest_sparse {
+        println!("A/A control, smallest table twice:  {r:.3}{}", spread(s.control_over_smallest_sparse_iqr));
     }
     if let (Some((&r0, &w0)), Some((&r1, &w1))) = (s.table_work_seconds.iter().next(), s.table_work_seconds.iter().last()) {
         println!("table work alone (unique rows, gather, sparse Adam): {:.2} ms at 2^{}, {:.2} ms at 2^{}", w0 * 1e3, r0.trailing_zeros(), w1 * 1e3, r1.trailing_zeros());

@@ -152,11 +152,15 @@ fn exp_throughput_quick_times_every_configuration_and_rejects_zero_reps() {
     assert!((positive("largest_over_smallest_sparse") - large / small).abs() < 1e-9);
     let q: Vec<f64> = s["largest_over_smallest_sparse_iqr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(q.len() == 2 && 0.0 < q[0] && q[0] <= q[1], "{q:?}");
+    // The A/A control (the smallest size a second time) has a ratio and quartiles too.
+    positive("control_over_smallest_sparse");
+    let q: Vec<f64> = s["control_over_smallest_sparse_iqr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(q.len() == 2 && 0.0 < q[0] && q[0] <= q[1], "{q:?}");
     for p in s["plots"].as_array().unwrap() {
         assert!(Path::new(p.as_str().unwrap()).is_file(), "plot {p} missing");
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("reference config step") && stdout.contains("largest / smallest table, sparse"), "{stdout}");
+    assert!(stdout.contains("reference config step") && stdout.contains("largest / smallest table, sparse") && stdout.contains("A/A control"), "{stdout}");
 
     let redraw = run(bin, &["--quick", "--plot-only", "--out", d]);
     assert!(redraw.status.success(), "--plot-only failed:\n{}", String::from_utf8_lossy(&redraw.stderr));
