@@ -206,6 +206,27 @@ fn advise_huge_pages(buf: &mut [f32]) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_buf: &mut [f32]) {}
 
+/// How many rows ahead [`EngramTable::gather`] and the sparse update prefetch: enough
+/// misses in flight to cover a DRAM (and TLB) miss while earlier rows are copied or updated.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Ask the CPU to start loading row `row` of `buf` (`dim` floats per row) into the cache.
+/// A hint only: no effect on results, a no-op off x86-64.
+#[inline(always)]
+fn prefetch_row(buf: &[f32], row: usize, dim: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(span) = buf.get(row * dim..(row + 1) * dim) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // A row may straddle two cache lines: touch its first and last element.
+        for p in [span.as_ptr(), span.as_ptr().wrapping_add(dim.saturating_sub(1))] {
+            // SAFETY: prefetching never faults and both pointers lie inside `span`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, row, dim);
+}
+
 /// Number of worker threads for table-wide loops.
 fn n_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -309,7 +330,10 @@ impl EngramTable {
         self.check_rows(uniq)?;
         out.clear();
         out.reserve(uniq.len() * self.dim);
-        for &r in uniq {
+        for (i, &r) in uniq.iter().enumerate() {
+            if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
+                prefetch_row(&self.weights, ahead as usize, self.dim);
+            }
             let r = r as usize;
             out.extend_from_slice(&self.weights[r * self.dim..(r + 1) * self.dim]);
         }
@@ -345,6 +369,11 @@ impl EngramTable {
         match mode {
             UpdateMode::Sparse => {
                 for (i, &r) in uniq.iter().enumerate() {
+                    if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
+                        for buf in [&self.weights, &self.m, &self.v] {
+                            prefetch_row(buf, ahead as usize, dim);
+                        }
+                    }
                     let r = r as usize;
                     let span = r * dim..(r + 1) * dim;
                     c.update(

@@ -532,7 +532,7 @@ mod tests {
     fn fused_head_loss_has_the_value_and_gradients_of_log_softmax_cross_entropy() {
         let device = Device::flex().autodiff();
         for bias in [false, true] {
-            let (n, d, v) = (12, 8, 37);
+            let (n, d, v): (usize, usize, usize) = (12, 8, 37);
             let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let bv = bias.then(|| Tensor::<1>::random([v], Distribution::Normal(0.0, 1.0), &device).require_grad());
@@ -563,7 +563,7 @@ mod tests {
     #[test]
     fn host_and_tensor_head_loss_paths_agree() {
         let device = Device::flex();
-        let (n, d, v) = (300, 6, 53);
+        let (n, d, v): (usize, usize, usize) = (300, 6, 53);
         let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 1.0), &device);
         let bias = Tensor::<1>::random([v], Distribution::Normal(0.0, 1.0), &device);
