@@ -456,6 +456,7 @@ fn main_inner() -> anyhow::Result<()> {
     };
     let default_rows = 1u64 << default_log2;
     let (smallest, largest) = (sparse.values().next().copied(), sparse.values().last().copied());
+    let control = configs.iter().find(|t| t.name.starts_with("control-2p"));
     let ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| a.median() / b.median());
     let dense_ratio = if dense.len() >= 2 { ratio(dense.values().last().copied(), dense.values().next().copied()) } else { None };
     let backbone_t = find("backbone");
@@ -466,8 +467,8 @@ fn main_inner() -> anyhow::Result<()> {
         engram_over_backbone_at_default_iqr: paired_iqr(sparse.get(&default_rows).copied(), backbone_t),
         largest_over_smallest_sparse: ratio(largest, smallest),
         largest_over_smallest_sparse_iqr: paired_iqr(largest, smallest),
-        control_over_smallest_sparse: ratio(configs.iter().find(|t| t.name.starts_with("control-2p")), smallest),
-        control_over_smallest_sparse_iqr: paired_iqr(configs.iter().find(|t| t.name.starts_with("control-2p")), smallest),
+        control_over_smallest_sparse: ratio(control, smallest),
+        control_over_smallest_sparse_iqr: paired_iqr(control, smallest),
         step_seconds,
         dense_step_seconds: dense_seconds,
         tokens_per_sec,

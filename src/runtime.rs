@@ -1,5 +1,17 @@
 //! Process-level settings that make CPU training faster.
 
+/// Number of cores this process may use (1 if unknown).
+pub(crate) fn n_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Threads for `work` units of parallel work when each thread should get at least
+/// `min_per_thread` of them (starting a thread costs more than it saves on less): between 1
+/// and [`n_threads`].
+pub(crate) fn threads_for(work: usize, min_per_thread: usize) -> usize {
+    n_threads().min(work / min_per_thread).max(1)
+}
+
 /// Keep freed memory in the process instead of returning it to the kernel after every large
 /// tensor (glibc only; a no-op elsewhere).
 ///

@@ -158,7 +158,7 @@ fn fill_normal(out: &mut [f32], seed: u64, chunk: u64, std: f32) {
 /// memory cost Adam has anyway once every row has been seen (3 × the weights).
 fn prefault(buf: &mut [f32]) {
     const PAGE_FLOATS: usize = 4096 / std::mem::size_of::<f32>();
-    let threads = n_threads();
+    let threads = crate::runtime::n_threads();
     let chunk = buf.len().div_ceil(threads).max(PAGE_FLOATS);
     std::thread::scope(|scope| {
         for part in buf.chunks_mut(chunk) {
@@ -227,10 +227,6 @@ fn prefetch_row(buf: &[f32], row: usize, dim: usize) {
     let _ = (buf, row, dim);
 }
 
-/// Number of worker threads for table-wide loops.
-fn n_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
 
 /// Rows per initialisation chunk (the unit that fixes the random stream).
 const INIT_CHUNK_ROWS: usize = 4096;
@@ -243,7 +239,7 @@ impl EngramTable {
         if std != 0.0 && !weights.is_empty() {
             let chunk_len = INIT_CHUNK_ROWS * dim;
             let chunks: Vec<(usize, &mut [f32])> = weights.chunks_mut(chunk_len).enumerate().collect();
-            let per_thread = chunks.len().div_ceil(n_threads());
+            let per_thread = chunks.len().div_ceil(crate::runtime::n_threads());
             std::thread::scope(|scope| {
                 let mut chunks = chunks;
                 while !chunks.is_empty() {
@@ -392,7 +388,7 @@ impl EngramTable {
                     let r = r as usize;
                     dense[r * dim..(r + 1) * dim].copy_from_slice(&grads[i * dim..(i + 1) * dim]);
                 }
-                let threads = n_threads();
+                let threads = crate::runtime::n_threads();
                 let chunk = (self.rows.div_ceil(threads)).max(1) * dim;
                 std::thread::scope(|scope| {
                     for (((w, m), v), g) in self

@@ -362,8 +362,7 @@ impl NgramHasher {
     ) -> Result<(), HashError> {
         let n_tokens = tokens.len();
         let threads = if n_tokens >= PARALLEL_MIN_TOKENS {
-            let avail = std::thread::available_parallelism().map_or(1, |n| n.get());
-            avail.min(n_tokens / MIN_TOKENS_PER_THREAD).max(1)
+            crate::runtime::threads_for(n_tokens, MIN_TOKENS_PER_THREAD)
         } else {
             1
         };

@@ -8,8 +8,7 @@
 //! time); burn's CPU backends call the scalar `expf` of libm once per element, which made the
 //! softmax of the `[B·T, V]` logits the largest cost of the step after the matrix products.
 
-/// Largest number of rows' worth of work below which one thread does it all (thread start-up
-/// costs more than it saves on less).
+/// Fewest logits per thread: below twice this, one thread does all rows.
 const MIN_ELEMS_PER_THREAD: usize = 1 << 16;
 
 /// `exp(x)` for `x ≤ 0` (larger arguments are not needed here and not handled), accurate to
@@ -61,7 +60,7 @@ pub fn softmax_cross_entropy_rows(logits: &mut [f32], v: usize, targets: &[usize
     if targets.is_empty() {
         return 0.0;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(logits.len() / MIN_ELEMS_PER_THREAD).max(1);
+    let threads = crate::runtime::threads_for(logits.len(), MIN_ELEMS_PER_THREAD);
     let rows_per = targets.len().div_ceil(threads);
     if threads == 1 {
         return rows_dispatch(logits, v, targets, scale);
@@ -97,36 +96,8 @@ fn rows(logits: &mut [f32], v: usize, targets: &[usize], scale: Option<f32>) -> 
     for (row, &target) in logits.chunks_exact_mut(v).zip(targets) {
         let max = max_of(row);
         let target_logit = row[target];
-        let sum = match scale {
-            // Exponentials written in place, then normalised.
-            Some(_) => {
-                let mut acc = [0.0f32; 16];
-                let mut chunks = row.chunks_exact_mut(16);
-                for c in &mut chunks {
-                    for (x, a) in c.iter_mut().zip(acc.iter_mut()) {
-                        *x = exp_nonpositive(*x - max);
-                        *a += *x;
-                    }
-                }
-                let mut s: f32 = acc.iter().sum();
-                for x in chunks.into_remainder() {
-                    *x = exp_nonpositive(*x - max);
-                    s += *x;
-                }
-                s
-            }
-            None => {
-                let mut acc = [0.0f32; 16];
-                let chunks = row.chunks_exact(16);
-                let rest: f32 = chunks.remainder().iter().map(|&x| exp_nonpositive(x - max)).sum();
-                for c in chunks {
-                    for (x, a) in c.iter().zip(acc.iter_mut()) {
-                        *a += exp_nonpositive(*x - max);
-                    }
-                }
-                acc.iter().sum::<f32>() + rest
-            }
-        };
+        // For training the exponentials are written in place, to be normalised below.
+        let sum = if scale.is_some() { exp_sum::<true>(row, max) } else { exp_sum::<false>(row, max) };
         // sum ≥ 1 (the maximum contributes e^0), so the log is finite.
         total += f64::from(max) + f64::from(sum).ln() - f64::from(target_logit);
         if let Some(s) = scale {
@@ -138,6 +109,32 @@ fn rows(logits: &mut [f32], v: usize, targets: &[usize], scale: Option<f32>) -> 
         }
     }
     total
+}
+
+/// `Σ exp(x − max)` over `row`, 16 lanes at a time; with `WRITE`, each `x` is replaced by its
+/// exponential. (A const parameter, so each variant compiles to its own branch-free loop.)
+#[inline(always)]
+fn exp_sum<const WRITE: bool>(row: &mut [f32], max: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (x, a) in c.iter_mut().zip(acc.iter_mut()) {
+            let e = exp_nonpositive(*x - max);
+            if WRITE {
+                *x = e;
+            }
+            *a += e;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for x in chunks.into_remainder() {
+        let e = exp_nonpositive(*x - max);
+        if WRITE {
+            *x = e;
+        }
+        sum += e;
+    }
+    sum
 }
 
 #[inline(always)]
