@@ -364,8 +364,8 @@ impl Engram {
                 continue;
             }
             let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
-            let q = self.norm_query[i].forward(h_i); // [B, T, D]
-            let k = self.norm_key[i].forward(linear_tokens(key_proj, memory.clone())); // [B, T, D]
+            let q = crate::model::rms_norm(&self.norm_query[i], h_i); // [B, T, D]
+            let k = crate::model::rms_norm(&self.norm_key[i], linear_tokens(key_proj, memory.clone())); // [B, T, D]
             let s = (q * k).sum_dim(2) / (d as f64).sqrt(); // [B, T, 1]
             let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
             let alpha = sigmoid(s); // [B, T, 1]
@@ -385,7 +385,7 @@ impl Engram {
     pub fn short_conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, t, m, d] = x.dims();
         let normed: Vec<Tensor<3>> = (0..m)
-            .map(|i| self.conv_norm[i].forward(x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
+            .map(|i| crate::model::rms_norm(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
             .collect();
         let x = Tensor::cat(normed, 2); // [B, T, M·D]
         let y = causal_depthwise_conv(x, self.conv_weight.val(), self.dilation); // [B, T, M·D]

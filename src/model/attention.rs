@@ -91,6 +91,11 @@ impl CausalSelfAttention {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
+        if super::fused::enabled(&x.device()) {
+            // One projection, then the fused kernel (RoPE, causal softmax; see `fused`).
+            let y = super::fused::causal_attention(super::linear_tokens(&self.qkv, x), rope, h);
+            return super::linear_tokens(&self.proj, y);
+        }
         let dh = d / h;
         // Columns [i·D, (i+1)·D) of the fused projection: query, key, value.
         let part = |i: usize| super::linear_tokens_columns(&self.qkv, x.clone(), i * d..(i + 1) * d).reshape([b, t, h, dh]).swap_dims(1, 2); // [B, H, T, dh]

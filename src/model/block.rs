@@ -77,8 +77,8 @@ impl Block {
             }
             _ => x,
         };
-        let x = x.clone() + self.attn.forward(self.norm_attn.forward(x), rope);
-        let h = self.norm_mlp.forward(x.clone());
+        let x = x.clone() + self.attn.forward(super::rms_norm(&self.norm_attn, x), rope);
+        let h = super::rms_norm(&self.norm_mlp, x.clone());
         match (&self.moe, &self.mlp) {
             (Some(moe), _) => {
                 let (y, aux) = moe.forward(h);

@@ -34,6 +34,12 @@ impl SwiGluMlp {
     /// - `x`: `[B, T, D]` → `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let f = self.gate_up.weight.dims()[1] / 2;
+        if super::fused::enabled(&x.device()) {
+            // One projection, then the fused gate (see `fused`).
+            let [b, t, _] = x.dims();
+            let gate_up = super::linear_tokens(&self.gate_up, x).reshape([b * t, 2 * f]);
+            return super::linear_tokens(&self.down, super::fused::swiglu(gate_up).reshape([b, t, f]));
+        }
         let gate = super::linear_tokens_columns(&self.gate_up, x.clone(), 0..f); // [B, T, F]
         let up = super::linear_tokens_columns(&self.gate_up, x, f..2 * f); // [B, T, F]
         super::linear_tokens(&self.down, silu(gate) * up)

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod fused;
 pub mod mlp;
 pub mod moe;
 pub mod transformer;
@@ -18,8 +19,13 @@ pub use mlp::SwiGluMlp;
 pub use moe::{Moe, MoeConfig};
 pub use transformer::{cross_entropy, head_cross_entropy, ModelConfig, Transformer};
 
-use burn::nn::Linear;
+use burn::nn::{Linear, RmsNorm};
 use burn::tensor::Tensor;
+
+/// `norm.forward(x)`, through [`fused::rms_norm`] (one pass per row on flex).
+pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
+}
 
 /// `linear.forward(x)` for a `[B, T, D]` input, computed as one 2-D product over the `B·T`
 /// tokens.
@@ -62,7 +68,7 @@ pub fn linear_tokens_columns(linear: &Linear, x: Tensor<3>, cols: std::ops::Rang
     let [b, t, d] = x.dims();
     let n = cols.len();
     let w = linear.weight.val().slice([0..d, cols.clone()]); // [D_in, n]
-    let mut y = x.reshape([b * t, d]).matmul(w); // [B·T, n]
+    let mut y = fused::matmul(x.reshape([b * t, d]), w); // [B·T, n]
     if let Some(bias) = &linear.bias {
         y = y + bias.val().slice([cols]).unsqueeze_dim(0);
     }

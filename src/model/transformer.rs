@@ -217,7 +217,7 @@ impl Transformer {
                 });
             }
         }
-        (self.norm.forward(x), aux_sum.map(|s| s / n_aux as f32))
+        (super::rms_norm(&self.norm, x), aux_sum.map(|s| s / n_aux as f32))
     }
 
     /// Number of Engram blocks.
@@ -292,13 +292,27 @@ struct HeadGrads {
 
 /// [`head_cross_entropy`] on a host-memory device: the softmax, the loss and
 /// `G = (softmax − onehot) / N` by [`super::xent::softmax_cross_entropy_rows`] on the logits'
-/// own buffer. (Splitting the rows into cache-sized blocks was measured no faster.)
+/// own buffer. (Splitting the rows into cache-sized blocks was measured no faster.) On flex all
+/// of it, the three matrix products included, is [`super::fused::head_softmax_cross_entropy`].
 fn head_loss_host(h: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>, targets: Tensor<1, Int>, track: bool) -> (Tensor<1>, Option<HeadGrads>) {
     let [n, _] = h.dims();
     let v = w.dims()[1];
     let device = h.device();
     let targets: Vec<usize> = targets.into_data().iter::<i64>().map(|t| usize::try_from(t).unwrap_or(usize::MAX)).collect();
     let scale = track.then_some(1.0 / n as f32);
+    if super::fused::enabled(&device) {
+        let d = h.dims()[1];
+        let f32s = |t: TensorData| t.try_into_vec::<f32>().expect("f32 tensors");
+        let (hv, wv, bv) = (f32s(h.into_data()), f32s(w.into_data()), bias.map(|b| f32s(b.into_data())));
+        let (total, grads) = super::fused::head_softmax_cross_entropy(&hv, &wv, bv.as_deref(), n, d, v, &targets, scale);
+        let value = Tensor::<1>::from_data(TensorData::new(vec![(total / n as f64) as f32], [1]), &device);
+        let grads = grads.map(|(gh, gw, gb)| HeadGrads {
+            h: Tensor::from_data(TensorData::new(gh, [n, d]), &device),
+            weight: Tensor::from_data(TensorData::new(gw, [d, v]), &device),
+            bias: gb.map(|gb| Tensor::from_data(TensorData::new(gb, [v]), &device)),
+        });
+        return (value, grads);
+    }
     let mut logits = h.clone().matmul(w.clone()); // [N, V]
     if let Some(b) = &bias {
         logits = logits + b.clone().unsqueeze_dim(0);
