@@ -26,7 +26,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -388,8 +388,8 @@ impl Engram {
             .map(|i| crate::model::rms_norm(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
             .collect();
         let x = Tensor::cat(normed, 2); // [B, T, M·D]
-        let y = causal_depthwise_conv(x, self.conv_weight.val(), self.dilation); // [B, T, M·D]
-        silu(y).reshape([b, t, m, d])
+        // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
+        crate::model::fused::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
     }
 }
 

@@ -17,6 +17,8 @@
 
 use std::borrow::Cow;
 
+use rayon::prelude::*;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -55,6 +57,10 @@ pub trait FusedOps: Backend {
 
     /// RMSNorm over the last dimension: `x / √(mean(x²) + eps) · gamma`.
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+
+    /// `SiLU(causal depthwise convolution)` of `x` `[B, T, C]` with `weight` `[C, k]` and
+    /// dilation `dilation` (as [`crate::engram::causal_depthwise_conv`]).
+    fn causal_conv_silu(x: FloatTensor<Self>, weight: FloatTensor<Self>, dilation: usize) -> FloatTensor<Self>;
 }
 
 /// `SiLU(gate) ⊙ up`, the gate of a SwiGLU feed-forward, with gate and up side by side in one
@@ -132,6 +138,18 @@ pub fn rms_norm<const N: usize>(x: Tensor<N>, gamma: Tensor<1>, eps: f64) -> Ten
     (x / rms) * gamma.unsqueeze()
 }
 
+/// `SiLU(causal_depthwise_conv(x, weight, dilation))`, the end of Engram's short convolution;
+/// one pass forward and one backward on flex, burn's ops elsewhere.
+///
+/// # Shapes
+/// - `x`: `[B, T, C]`, `weight`: `[C, k]` → `[B, T, C]`
+pub fn causal_conv_silu(x: Tensor<3>, weight: Tensor<2>, dilation: usize) -> Tensor<3> {
+    if enabled(&x.device()) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::causal_conv_silu(x.into_dispatch(), weight.into_dispatch(), dilation));
+    }
+    silu(crate::engram::causal_depthwise_conv(x, weight, dilation))
+}
+
 impl FusedOps for Flex {
     fn swiglu(gate_up: FlexTensor) -> FlexTensor {
         swiglu_flex(&gate_up)
@@ -147,6 +165,10 @@ impl FusedOps for Flex {
 
     fn rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f64) -> FlexTensor {
         rms_norm_flex(&x, &gamma, eps)
+    }
+
+    fn causal_conv_silu(x: FlexTensor, weight: FlexTensor, dilation: usize) -> FlexTensor {
+        conv_silu_flex(&x, &weight, dilation)
     }
 }
 
@@ -270,6 +292,39 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(rms_norm_flex(x.primitive(), gamma.primitive(), eps)),
         }
     }
+
+    fn causal_conv_silu(x: FloatTensor<Self>, weight: FloatTensor<Self>, dilation: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvSiluBackward {
+            dilation: usize,
+        }
+
+        impl Backward<Flex, 2> for ConvSiluBackward {
+            type State = (FlexTensor, FlexTensor); // input and weight
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let [node_x, node_w] = ops.parents;
+                let grad = grads.consume::<Flex>(&ops.node);
+                let (x, w) = &ops.state;
+                let (dx, dw) = conv_silu_backward_flex(x, w, &grad, self.dilation);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, dx);
+                }
+                if let Some(node) = node_w {
+                    grads.register::<Flex>(node.id, dw);
+                }
+            }
+        }
+
+        match (ConvSiluBackward { dilation }).prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+                let output = conv_silu_flex(&xp, &wp, dilation);
+                prep.finish((xp, wp), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv_silu_flex(x.primitive(), weight.primitive(), dilation)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,21 +366,36 @@ unsafe fn simd_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Split `out` into chunks of `unit · k` elements (`k` whole units each), one chunk per thread
-/// (at most [`crate::runtime::threads_for`] of them), and run `f(first_unit, chunk)` on each.
+/// (at most [`crate::runtime::threads_for`] of them), and run `f(first_unit, chunk)` on each,
+/// on rayon's pool (the threads `gemm` uses; starting OS threads per call cost more than the
+/// small kernels themselves).
 fn par_units<T: Send>(out: &mut [T], unit: usize, min_per_thread: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let units = out.len() / unit.max(1);
+    par_units_sum(out, unit, min_per_thread, 0, |u0, chunk, _| f(u0, chunk));
+}
+
+/// [`par_units`] with an accumulator of `acc_len` zeros per chunk, `f(first_unit, chunk, acc)`;
+/// returns the accumulators' element-wise sum (for gradients summed over rows).
+fn par_units_sum<T: Send>(out: &mut [T], unit: usize, min_per_thread: usize, acc_len: usize, f: impl Fn(usize, &mut [T], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut sum = vec![0.0f32; acc_len];
+    if out.is_empty() || unit == 0 {
+        return sum;
+    }
+    debug_assert_eq!(out.len() % unit, 0, "whole units only");
+    let units = out.len() / unit;
     let threads = crate::runtime::threads_for(out.len(), min_per_thread).min(units.max(1));
     if threads <= 1 {
-        f(0, out);
-        return;
+        f(0, out, &mut sum);
+        return sum;
     }
     let per = units.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (i, chunk) in out.chunks_mut(per * unit).enumerate() {
-            let f = &f;
-            s.spawn(move || f(i * per, chunk));
-        }
-    });
+    let chunks = units.div_ceil(per);
+    let mut acc = vec![0.0f32; chunks * acc_len];
+    let accs: Vec<&mut [f32]> = if acc_len == 0 { (0..chunks).map(|_| &mut [][..]).collect() } else { acc.chunks_mut(acc_len).collect() };
+    out.par_chunks_mut(per * unit).zip(accs).enumerate().for_each(|(i, (chunk, a))| f(i * per, chunk, a));
+    for a in acc.chunks_exact(acc_len.max(1)) {
+        sum.iter_mut().zip(a).for_each(|(s, x)| *s += x);
+    }
+    sum
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,41 +807,23 @@ fn rms_norm_backward_flex(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor,
     let d = shape[shape.num_dims() - 1];
     let (xs, g, dy) = (host_f32(x), host_f32(gamma), host_f32(grad));
     let mut dx = vec![0.0f32; xs.len()];
-    let threads = if d == 0 { 1 } else { crate::runtime::threads_for(xs.len(), MIN_ELEMS_PER_THREAD) };
     // Each thread sums dγ over its rows; the partial sums are added afterwards.
-    let mut partial = vec![0.0f32; threads * d];
-    if d > 0 {
-        let rows = xs.len() / d;
-        let per = rows.div_ceil(threads);
-        let work = |row0: usize, dx: &mut [f32], dg: &mut [f32]| {
-            simd(|| {
-                for (r, out) in dx.chunks_exact_mut(d).enumerate() {
-                    let at = (row0 + r) * d;
-                    let (row, dyr) = (&xs[at..at + d], &dy[at..at + d]);
-                    let inv = inv_rms(row, eps);
-                    let dot: f32 = row.iter().zip(dyr).zip(g.iter()).map(|((x, dy), g)| dy * g * x * inv).sum();
-                    let mean = dot / d as f32;
-                    for j in 0..d {
-                        let xhat = row[j] * inv;
-                        out[j] = inv * (dyr[j] * g[j] - xhat * mean);
-                        dg[j] += dyr[j] * xhat;
-                    }
+    let dgamma = par_units_sum(&mut dx, d, MIN_ELEMS_PER_THREAD, d, |row0, dx, dg| {
+        simd(|| {
+            for (r, out) in dx.chunks_exact_mut(d).enumerate() {
+                let at = (row0 + r) * d;
+                let (row, dyr) = (&xs[at..at + d], &dy[at..at + d]);
+                let inv = inv_rms(row, eps);
+                let dot: f32 = row.iter().zip(dyr).zip(g.iter()).map(|((x, dy), g)| dy * g * x * inv).sum();
+                let mean = dot / d as f32;
+                for j in 0..d {
+                    let xhat = row[j] * inv;
+                    out[j] = inv * (dyr[j] * g[j] - xhat * mean);
+                    dg[j] += dyr[j] * xhat;
                 }
-            })
-        };
-        std::thread::scope(|s| {
-            for (i, (dx, dg)) in dx.chunks_mut(per * d).zip(partial.chunks_mut(d)).enumerate() {
-                let work = &work;
-                s.spawn(move || work(i * per, dx, dg));
             }
-        });
-    }
-    let mut dgamma = vec![0.0f32; d];
-    for p in partial.chunks_exact(d.max(1)) {
-        for (a, b) in dgamma.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
+        })
+    });
     (flex_f32(dx, dims_of(&shape)), flex_f32(dgamma, vec![d]))
 }
 
@@ -827,13 +879,93 @@ pub(crate) fn head_softmax_cross_entropy(h: &[f32], w: &[f32], bias: Option<&[f3
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Causal depthwise convolution + SiLU
+
+/// Sizes of a convolution call: `[B, T, C]` input, `k` taps, dilation `r`.
+fn conv_dims(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize, usize) {
+    let (s, ws) = (x.shape(), w.shape());
+    assert_eq!(s.num_dims(), 3, "the convolution takes [B, T, C], got {s:?}");
+    assert!(ws.num_dims() == 2 && ws[0] == s[2], "convolution weight {ws:?} for {} channels", s[2]);
+    (s[0], s[1], s[2], ws[1])
+}
+
+/// The convolution of sequence `x` (`[T, C]`) into `out` (`[T, C]`): tap `j` reads position
+/// `t − (k−1−j)·r` (zero before the start).
+#[inline(always)]
+fn conv_seq(x: &[f32], w: &[f32], t: usize, c: usize, k: usize, r: usize, out: &mut [f32]) {
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for j in 0..k {
+        let shift = (k - 1 - j) * r;
+        for ti in shift..t {
+            let (o, src) = (&mut out[ti * c..(ti + 1) * c], &x[(ti - shift) * c..(ti - shift + 1) * c]);
+            for ch in 0..c {
+                o[ch] += w[ch * k + j] * src[ch];
+            }
+        }
+    }
+}
+
+fn conv_silu_flex(x: &FlexTensor, w: &FlexTensor, r: usize) -> FlexTensor {
+    let (b, t, c, k) = conv_dims(x, w);
+    let (xs, ws) = (host_f32(x), host_f32(w));
+    let mut out = vec![0.0f32; b * t * c];
+    if t * c > 0 {
+        par_units(&mut out, t * c, MIN_ELEMS_PER_THREAD, |b0, out| {
+            simd(|| {
+                for (i, y) in out.chunks_exact_mut(t * c).enumerate() {
+                    let at = (b0 + i) * t * c;
+                    conv_seq(&xs[at..at + t * c], &ws, t, c, k, r, y);
+                    y.iter_mut().for_each(|v| *v *= sigmoid(*v));
+                }
+            })
+        });
+    }
+    flex_f32(out, vec![b, t, c])
+}
+
+/// Gradients of [`conv_silu_flex`]: with `z` the convolution and `dz = dy · σ(z)(1 + z(1−σ(z)))`,
+/// `dx[t'] = Σ_j w[·, j] · dz[t' + (k−1−j)·r]` and `dw[·, j] = Σ_{b,t} dz[t] · x[t − (k−1−j)·r]`.
+fn conv_silu_backward_flex(x: &FlexTensor, w: &FlexTensor, grad: &FlexTensor, r: usize) -> (FlexTensor, FlexTensor) {
+    let (b, t, c, k) = conv_dims(x, w);
+    let (xs, ws, dy) = (host_f32(x), host_f32(w), host_f32(grad));
+    let mut dx = vec![0.0f32; b * t * c];
+    // Each thread sums dw over its sequences; the partial sums are added afterwards.
+    let dw = par_units_sum(&mut dx, t * c, MIN_ELEMS_PER_THREAD, c * k, |b0, dx, dw| {
+        simd(|| {
+            let mut dz = vec![0.0f32; t * c];
+            for (i, dxs) in dx.chunks_exact_mut(t * c).enumerate() {
+                let at = (b0 + i) * t * c;
+                let (xq, g) = (&xs[at..at + t * c], &dy[at..at + t * c]);
+                conv_seq(xq, &ws, t, c, k, r, &mut dz);
+                for (z, &g) in dz.iter_mut().zip(g) {
+                    let s = sigmoid(*z);
+                    *z = g * s * (1.0 + *z * (1.0 - s));
+                }
+                for j in 0..k {
+                    let shift = (k - 1 - j) * r;
+                    for ti in shift..t {
+                        let (d, src, o) = (&dz[ti * c..(ti + 1) * c], &xq[(ti - shift) * c..(ti - shift + 1) * c], ti - shift);
+                        let dxo = &mut dxs[o * c..(o + 1) * c];
+                        for ch in 0..c {
+                            dxo[ch] += ws[ch * k + j] * d[ch];
+                            dw[ch * k + j] += d[ch] * src[ch];
+                        }
+                    }
+                }
+            }
+        })
+    });
+    (flex_f32(dx, vec![b, t, c]), flex_f32(dw, vec![c, k]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
     fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().unwrap()
+        t.into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn assert_close(what: &str, ours: &[f32], theirs: &[f32], tol: f32) {
@@ -976,6 +1108,28 @@ mod tests {
             let (ours, theirs) = (run(true), run(false));
             for (i, what) in ["value", "input gradient", "gain gradient"].iter().enumerate() {
                 assert_close(&format!("rms_norm {rows}x{d} {what}"), &ours[i], &theirs[i], 1e-5);
+            }
+        }
+    }
+
+    /// Value and the input and weight gradients against SiLU of the composite convolution,
+    /// with taps that only read the zero padding (shift ≥ T) and several sequences per thread.
+    #[test]
+    fn causal_conv_silu_matches_the_composite_conv() {
+        let device = Device::flex().autodiff();
+        for (b, t, c, k, r) in [(1, 1, 1, 1, 1), (2, 5, 3, 4, 2), (5, 40, 130, 4, 3)] {
+            let x = Tensor::<3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<2>::random([c, k], Distribution::Normal(0.0, 1.0), &device);
+            let rr = Tensor::<3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+                let y = if ours { causal_conv_silu(x.clone(), w.clone(), r) } else { silu(crate::engram::causal_depthwise_conv(x.clone(), w.clone(), r)) };
+                let g = (y.clone() * rr.clone()).sum().backward();
+                [vals(y), vals(x.grad(&g).unwrap()), vals(w.grad(&g).unwrap())]
+            };
+            let (ours, theirs) = (run(true), run(false));
+            for (i, what) in ["value", "input gradient", "weight gradient"].iter().enumerate() {
+                assert_close(&format!("conv {b}x{t}x{c} k{k} r{r} {what}"), &ours[i], &theirs[i], 1e-5);
             }
         }
     }
