@@ -231,99 +231,55 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct MatmulBackward;
-
-        impl Backward<Flex, 2> for MatmulBackward {
-            type State = (FlexTensor, FlexTensor); // the operands
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let [node_lhs, node_rhs] = ops.parents;
-                let grad = grads.consume::<Flex>(&ops.node);
-                let (lhs, rhs) = &ops.state;
-                if let Some(node) = node_lhs {
-                    grads.register::<Flex>(node.id, matmul_flex(&grad, rhs, false, true)); // G · rhsᵀ
-                }
-                if let Some(node) = node_rhs {
-                    grads.register::<Flex>(node.id, matmul_flex(lhs, &grad, true, false)); // lhsᵀ · G
-                }
-            }
-        }
-
-        match MatmulBackward.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (l, r) = (lhs.primitive().clone(), rhs.primitive().clone());
-                let output = matmul_flex(&l, &r, false, false);
-                prep.finish((l, r), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(matmul_flex(lhs.primitive(), rhs.primitive(), false, false)),
-        }
+        // d(lhs) = G · rhsᵀ, d(rhs) = lhsᵀ · G.
+        let backward = |l: &FlexTensor, r: &FlexTensor, g: &FlexTensor, _: &()| (matmul_flex(g, r, false, true), matmul_flex(l, g, true, false));
+        two_input_op::<C, _>(lhs, rhs, (), |l, r, _| matmul_flex(l, r, false, false), backward)
     }
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct RmsNormBackward {
-            eps: f64,
-        }
-
-        impl Backward<Flex, 2> for RmsNormBackward {
-            type State = (FlexTensor, FlexTensor); // input and gain
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let [node_x, node_gamma] = ops.parents;
-                let grad = grads.consume::<Flex>(&ops.node);
-                let (x, gamma) = &ops.state;
-                let (dx, dgamma) = rms_norm_backward_flex(x, gamma, &grad, self.eps);
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, dx);
-                }
-                if let Some(node) = node_gamma {
-                    grads.register::<Flex>(node.id, dgamma);
-                }
-            }
-        }
-
-        match (RmsNormBackward { eps }).prepare::<C>([x.node(), gamma.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
-                let output = rms_norm_flex(&xp, &gp, eps);
-                prep.finish((xp, gp), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(rms_norm_flex(x.primitive(), gamma.primitive(), eps)),
-        }
+        two_input_op::<C, _>(x, gamma, eps, |x, g, &eps| rms_norm_flex(x, g, eps), |x, g, grad, &eps| rms_norm_backward_flex(x, g, grad, eps))
     }
 
     fn causal_conv_silu(x: FloatTensor<Self>, weight: FloatTensor<Self>, dilation: usize) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct ConvSiluBackward {
-            dilation: usize,
-        }
+        two_input_op::<C, _>(x, weight, dilation, |x, w, &r| conv_silu_flex(x, w, r), |x, w, grad, &r| conv_silu_backward_flex(x, w, grad, r))
+    }
+}
 
-        impl Backward<Flex, 2> for ConvSiluBackward {
-            type State = (FlexTensor, FlexTensor); // input and weight
+/// Forward of a two-input fused op: `(a, b, parameter) → output`.
+type Forward2<P> = fn(&FlexTensor, &FlexTensor, &P) -> FlexTensor;
+/// Backward of a two-input fused op: `(a, b, output gradient, parameter) → (da, db)`.
+type Backward2<P> = fn(&FlexTensor, &FlexTensor, &FlexTensor, &P) -> (FlexTensor, FlexTensor);
 
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-                let [node_x, node_w] = ops.parents;
-                let grad = grads.consume::<Flex>(&ops.node);
-                let (x, w) = &ops.state;
-                let (dx, dw) = conv_silu_backward_flex(x, w, &grad, self.dilation);
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, dx);
-                }
-                if let Some(node) = node_w {
-                    grads.register::<Flex>(node.id, dw);
-                }
+/// The autodiff step of a two-input fused op; keeps both inputs for the backward pass.
+#[derive(Debug)]
+struct TwoInputBackward<P> {
+    param: P,
+    backward: Backward2<P>,
+}
+
+impl<P: std::fmt::Debug + Send + 'static> Backward<Flex, 2> for TwoInputBackward<P> {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (a, b) = &ops.state;
+        let (da, db) = (self.backward)(a, b, &grad, &self.param);
+        for (node, g) in ops.parents.into_iter().zip([da, db]) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, g);
             }
         }
+    }
+}
 
-        match (ConvSiluBackward { dilation }).prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                let output = conv_silu_flex(&xp, &wp, dilation);
-                prep.finish((xp, wp), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(conv_silu_flex(x.primitive(), weight.primitive(), dilation)),
-        }
+/// Run a two-input fused op on `Autodiff<Flex>`, recording its backward step when an input is
+/// tracked.
+fn two_input_op<C: CheckpointStrategy, P: std::fmt::Debug + Send + 'static>(a: FloatTensor<Autodiff<Flex, C>>, b: FloatTensor<Autodiff<Flex, C>>, param: P, forward: Forward2<P>, backward: Backward2<P>) -> FloatTensor<Autodiff<Flex, C>> {
+    let (ap, bp) = (a.primitive().clone(), b.primitive().clone());
+    let output = forward(&ap, &bp, &param);
+    match (TwoInputBackward { param, backward }).prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((ap, bp), output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
     }
 }
 
@@ -1065,9 +1021,22 @@ mod tests {
         assert!(enabled(&Device::flex().autodiff()));
     }
 
-    /// Both operands' gradients (not just the input's) against burn's matmul, on contiguous
-    /// and strided (transposed, column-sliced) operands, below and above the size that uses
-    /// every core.
+    /// [`compare`] for two inputs: the value and both inputs' gradients.
+    fn compare_two<const A: usize, const B: usize, const E: usize>(what: &str, a: Tensor<A>, b: Tensor<B>, r: Tensor<E>, fused: impl Fn(Tensor<A>, Tensor<B>) -> Tensor<E>, composite: impl Fn(Tensor<A>, Tensor<B>) -> Tensor<E>) {
+        let run = |f: &dyn Fn(Tensor<A>, Tensor<B>) -> Tensor<E>| {
+            let (a, b) = (a.clone().require_grad(), b.clone().require_grad());
+            let y = f(a.clone(), b.clone());
+            let g = (y.clone() * r.clone()).sum().backward();
+            [vals(y), vals(a.grad(&g).expect("first input's gradient")), vals(b.grad(&g).expect("second input's gradient"))]
+        };
+        let (ours, theirs) = (run(&fused), run(&composite));
+        for (i, part) in ["value", "first input's gradient", "second input's gradient"].iter().enumerate() {
+            assert_close(&format!("{what}: {part}"), &ours[i], &theirs[i], 1e-5);
+        }
+    }
+
+    /// Against burn's matmul on strided operands (a transposed view, a column slice), below and
+    /// above the size that uses every core.
     #[test]
     fn matmul_matches_burn_matmul_with_gradients() {
         let device = Device::flex().autodiff();
@@ -1075,21 +1044,20 @@ mod tests {
             let a = Tensor::<2>::random([k, m], Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<2>::random([k, 2 * n], Distribution::Normal(0.0, 1.0), &device);
             let r = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
-            let run = |ours: bool| {
-                let (a, w) = (a.clone().require_grad(), w.clone().require_grad());
-                // aᵀ: a transposed view; the last n columns of w: a strided view.
-                let (l, rr) = (a.clone().transpose(), w.clone().slice([0..k, n..2 * n]));
-                let y = if ours { matmul(l, rr) } else { l.matmul(rr) };
-                let g = (y.clone() * r.clone()).sum().backward();
-                [vals(y), vals(a.grad(&g).unwrap()), vals(w.grad(&g).unwrap())]
+            let views = move |a: Tensor<2>, w: Tensor<2>| (a.transpose(), w.slice([0..k, n..2 * n]));
+            let ours = move |a, w| {
+                let (l, r) = views(a, w);
+                matmul(l, r)
             };
-            let (ours, theirs) = (run(true), run(false));
-            for (i, what) in ["value", "lhs gradient", "rhs gradient"].iter().enumerate() {
-                assert_close(&format!("matmul {m}x{k}x{n} {what}"), &ours[i], &theirs[i], 1e-5);
-            }
+            let theirs = move |a, w| {
+                let (l, r) = views(a, w);
+                l.matmul(r)
+            };
+            compare_two(&format!("matmul {m}x{k}x{n}"), a, w, r, ours, theirs);
         }
     }
 
+    /// Against burn's `RmsNorm` module, input and gain gradients.
     #[test]
     fn rms_norm_matches_burn_rms_norm_with_gradients() {
         let device = Device::flex().autodiff();
@@ -1097,23 +1065,13 @@ mod tests {
             let x = Tensor::<2>::random([rows, d], Distribution::Normal(0.5, 2.0), &device);
             let gamma = Tensor::<1>::random([d], Distribution::Normal(1.0, 0.5), &device);
             let r = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device);
-            let norm = burn::nn::RmsNorm { gamma: burn::module::Param::from_tensor(gamma.clone()), epsilon: 1e-5 };
-            let run = |ours: bool| {
-                let (x, gamma) = (x.clone().require_grad(), gamma.clone().require_grad());
-                let norm = burn::nn::RmsNorm { gamma: burn::module::Param::from_tensor(gamma.clone()), epsilon: norm.epsilon };
-                let y = if ours { rms_norm(x.clone(), norm.gamma.val(), norm.epsilon) } else { norm.forward(x.clone()) };
-                let g = (y.clone() * r.clone()).sum().backward();
-                [vals(y), vals(x.grad(&g).unwrap()), vals(norm.gamma.grad(&g).unwrap())]
-            };
-            let (ours, theirs) = (run(true), run(false));
-            for (i, what) in ["value", "input gradient", "gain gradient"].iter().enumerate() {
-                assert_close(&format!("rms_norm {rows}x{d} {what}"), &ours[i], &theirs[i], 1e-5);
-            }
+            let theirs = |x, gamma| burn::nn::RmsNorm { gamma: burn::module::Param::from_tensor(gamma), epsilon: 1e-5 }.forward(x);
+            compare_two(&format!("rms_norm {rows}x{d}"), x, gamma, r, |x, g| rms_norm(x, g, 1e-5), theirs);
         }
     }
 
-    /// Value and the input and weight gradients against SiLU of the composite convolution,
-    /// with taps that only read the zero padding (shift ≥ T) and several sequences per thread.
+    /// Against SiLU of the composite convolution, input and weight gradients, with taps that
+    /// only read the zero padding (shift ≥ T) and several sequences per thread.
     #[test]
     fn causal_conv_silu_matches_the_composite_conv() {
         let device = Device::flex().autodiff();
@@ -1121,16 +1079,8 @@ mod tests {
             let x = Tensor::<3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<2>::random([c, k], Distribution::Normal(0.0, 1.0), &device);
             let rr = Tensor::<3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &device);
-            let run = |ours: bool| {
-                let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
-                let y = if ours { causal_conv_silu(x.clone(), w.clone(), r) } else { silu(crate::engram::causal_depthwise_conv(x.clone(), w.clone(), r)) };
-                let g = (y.clone() * rr.clone()).sum().backward();
-                [vals(y), vals(x.grad(&g).unwrap()), vals(w.grad(&g).unwrap())]
-            };
-            let (ours, theirs) = (run(true), run(false));
-            for (i, what) in ["value", "input gradient", "weight gradient"].iter().enumerate() {
-                assert_close(&format!("conv {b}x{t}x{c} k{k} r{r} {what}"), &ours[i], &theirs[i], 1e-5);
-            }
+            let theirs = |x, w| silu(crate::engram::causal_depthwise_conv(x, w, r));
+            compare_two(&format!("conv {b}x{t}x{c} k{k} r{r}"), x, w, rr, |x, w| causal_conv_silu(x, w, r), theirs);
         }
     }
 
