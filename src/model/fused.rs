@@ -1,19 +1,22 @@
 //! Fused CPU kernels with hand-written backward passes, for the flex backend: the SwiGLU gate
-//! `SiLU(g) ⊙ u` and causal self-attention with RoPE.
+//! `SiLU(g) ⊙ u`, causal self-attention with RoPE, RMSNorm, the matrix product, Engram's
+//! causal convolution + SiLU, and the LM head's softmax cross-entropy.
 //!
-//! burn composes both from element-wise tensor operations, each a separate pass over memory,
-//! mostly on one core, with the scalar `expf` of libm; in autodiff every one of them also
-//! records a backward step. On the reference configuration of `exp_throughput` the gate
+//! burn composes the first ones from element-wise tensor operations, each a separate pass over
+//! memory, mostly on one core, with the scalar `expf` of libm; in autodiff every one of them
+//! also records a backward step. On the reference configuration of `exp_throughput` the gate
 //! (forward and backward) took 21 ms per block and burn's attention 19 ms per block, a quarter
-//! of the training step. Here each is one pass, split over the cores: the gate with the
-//! vectorised exponential of [`super::xent`], the attention per (sequence, head) with `gemm`'s
-//! matrix kernels (the library burn-flex's own matrix product calls) on the rotated queries
-//! and keys, its softmax kept for the backward pass.
+//! of the training step. Here each is one pass forward and one backward, split over rayon's
+//! pool: element-wise work with the vectorised exponential of [`super::xent`], the attention
+//! per (sequence, head) with `gemm`'s matrix kernels (the library burn-flex's own matrix
+//! product calls) on the rotated queries and keys, its softmax kept for the backward pass.
+//! burn-flex's matrix product zero-fills every output and then copies it into an aligned
+//! buffer; [`matmul`] lets `gemm` write the output directly.
 //!
 //! The kernels are registered as a burn backend extension ([`FusedOps`]) for `Flex` and
-//! `Autodiff<Flex>`; [`swiglu`] and [`causal_attention`] use them on a flex device and fall
-//! back to the equivalent burn tensor operations on every other device. Tests check values and
-//! gradients against those composite operations.
+//! `Autodiff<Flex>`; the public functions use them on a flex device and fall back to the
+//! equivalent burn tensor operations on every other device. Tests check values and gradients
+//! against burn's operations.
 
 use std::borrow::Cow;
 
