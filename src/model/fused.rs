@@ -306,22 +306,27 @@ fn flex_f32(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Run `f` compiled for AVX2 + FMA when the CPU has them (the element-wise loops vectorise
-/// 8 lanes wide), else as is.
-#[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { simd_avx2(f) };
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn simd_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+/// Defines the function written inside twice: compiled for AVX2 + FMA, called when the CPU has
+/// them, and as is otherwise. The closures the function body defines (the per-thread work
+/// handed to [`par_units`]) inherit the AVX2 copy's target features, so their element-wise
+/// loops vectorise 8 lanes wide; a closure handed to a `#[target_feature]` function from
+/// outside does not (it is compiled, and not inlined, without them).
+macro_rules! simd_kernel {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
 }
 
 /// Split `out` into chunks of `unit · k` elements (`k` whole units each), one chunk per thread
@@ -384,13 +389,13 @@ fn swiglu_flex(input: &FlexTensor) -> FlexTensor {
     flex_f32(out, vec![n, f])
 }
 
-/// `out[r, j] = SiLU(a[r, j]) · a[r, F + j]` for rows `a` of width `2F`.
-fn swiglu_rows(a: &[f32], f: usize, out: &mut [f32]) {
-    if f == 0 {
-        return;
-    }
-    par_units(out, f, MIN_ELEMS_PER_THREAD, |row0, out| {
-        simd(|| {
+simd_kernel! {
+    /// `out[r, j] = SiLU(a[r, j]) · a[r, F + j]` for rows `a` of width `2F`.
+    fn swiglu_rows(a: &[f32], f: usize, out: &mut [f32]) {
+        if f == 0 {
+            return;
+        }
+        par_units(out, f, MIN_ELEMS_PER_THREAD, |row0, out| {
             for (r, y) in out.chunks_exact_mut(f).enumerate() {
                 let row = &a[(row0 + r) * 2 * f..(row0 + r + 1) * 2 * f];
                 let (g, u) = row.split_at(f);
@@ -398,8 +403,8 @@ fn swiglu_rows(a: &[f32], f: usize, out: &mut [f32]) {
                     *y = g * sigmoid(g) * u;
                 }
             }
-        })
-    });
+        });
+    }
 }
 
 fn swiglu_backward_flex(input: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
@@ -412,14 +417,14 @@ fn swiglu_backward_flex(input: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     flex_f32(da, vec![n, f2])
 }
 
-/// Gradient of [`swiglu_rows`]: `d[r, j] = dy · u · σ(g)(1 + g(1 − σ(g)))` for the gate,
-/// `d[r, F + j] = dy · SiLU(g)` for the up part.
-fn swiglu_backward_rows(a: &[f32], dy: &[f32], f: usize, da: &mut [f32]) {
-    if f == 0 {
-        return;
-    }
-    par_units(da, 2 * f, MIN_ELEMS_PER_THREAD, |row0, da| {
-        simd(|| {
+simd_kernel! {
+    /// Gradient of [`swiglu_rows`]: `d[r, j] = dy · u · σ(g)(1 + g(1 − σ(g)))` for the gate,
+    /// `d[r, F + j] = dy · SiLU(g)` for the up part.
+    fn swiglu_backward_rows(a: &[f32], dy: &[f32], f: usize, da: &mut [f32]) {
+        if f == 0 {
+            return;
+        }
+        par_units(da, 2 * f, MIN_ELEMS_PER_THREAD, |row0, da| {
             for (r, d) in da.chunks_exact_mut(2 * f).enumerate() {
                 let row = row0 + r;
                 let (g, u) = a[row * 2 * f..(row + 1) * 2 * f].split_at(f);
@@ -431,8 +436,8 @@ fn swiglu_backward_rows(a: &[f32], dy: &[f32], f: usize, da: &mut [f32]) {
                     du[j] = dy[j] * g[j] * s;
                 }
             }
-        })
-    });
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,46 +548,48 @@ fn rope_rows(src: &[f32], at: usize, src_rs: usize, cos: &[f32], sin: &[f32], di
     }
 }
 
-/// Forward attention; with `keep_probs`, also the softmax of every (sequence, head) for the
-/// backward pass (`[B, H, T, T]`, zero above the diagonal).
-fn attention_forward_flex(qkv: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, n_heads: usize, keep_probs: bool) -> (FlexTensor, Vec<f32>) {
-    let dims = AttnDims::new(qkv, cos, n_heads);
-    let (x, cos, sin) = (host_f32(qkv), host_f32(cos), host_f32(sin));
-    let AttnDims { b, t, heads, dh, .. } = dims;
-    let units = b * heads;
-    let scale = 1.0 / (dh as f32).sqrt();
-    // Per (sequence, head): its output [T, dh], then its probabilities [T, T] when kept.
-    let unit = t * dh + if keep_probs { t * t } else { 0 };
-    let mut work = vec![0.0f32; units * unit];
-    par_units(&mut work, unit, 1, |u0, chunk| {
-        let mut q = vec![0.0f32; t * dh];
-        let mut k = vec![0.0f32; t * dh];
-        let mut p = vec![0.0f32; t * t];
-        for (i, out) in chunk.chunks_exact_mut(unit).enumerate() {
-            let (bi, h) = ((u0 + i) / heads, (u0 + i) % heads);
-            let rs = 3 * dims.d();
-            rope_rows(&x, dims.at(bi, h, 0), rs, &cos, &sin, &dims, 1.0, &mut q);
-            rope_rows(&x, dims.at(bi, h, 1), rs, &cos, &sin, &dims, 1.0, &mut k);
-            gemm(t, t, dh, &mut p, t, Mat::rows(&q, 0, dh), Mat::transposed(&k, 0, dh), scale);
-            simd(|| causal_softmax_rows(&mut p, t));
-            let (y, probs) = out.split_at_mut(t * dh);
-            gemm(t, dh, t, y, dh, Mat::rows(&p, 0, t), Mat::rows(&x, dims.at(bi, h, 2), rs), 1.0);
-            if keep_probs {
-                probs.copy_from_slice(&p);
+simd_kernel! {
+    /// Forward attention; with `keep_probs`, also the softmax of every (sequence, head) for the
+    /// backward pass (`[B, H, T, T]`, zero above the diagonal).
+    fn attention_forward_flex(qkv: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, n_heads: usize, keep_probs: bool) -> (FlexTensor, Vec<f32>) {
+        let dims = AttnDims::new(qkv, cos, n_heads);
+        let (x, cos, sin) = (host_f32(qkv), host_f32(cos), host_f32(sin));
+        let AttnDims { b, t, heads, dh, .. } = dims;
+        let units = b * heads;
+        let scale = 1.0 / (dh as f32).sqrt();
+        // Per (sequence, head): its output [T, dh], then its probabilities [T, T] when kept.
+        let unit = t * dh + if keep_probs { t * t } else { 0 };
+        let mut work = vec![0.0f32; units * unit];
+        par_units(&mut work, unit, 1, |u0, chunk| {
+            let mut q = vec![0.0f32; t * dh];
+            let mut k = vec![0.0f32; t * dh];
+            let mut p = vec![0.0f32; t * t];
+            for (i, out) in chunk.chunks_exact_mut(unit).enumerate() {
+                let (bi, h) = ((u0 + i) / heads, (u0 + i) % heads);
+                let rs = 3 * dims.d();
+                rope_rows(&x, dims.at(bi, h, 0), rs, &cos, &sin, &dims, 1.0, &mut q);
+                rope_rows(&x, dims.at(bi, h, 1), rs, &cos, &sin, &dims, 1.0, &mut k);
+                gemm(t, t, dh, &mut p, t, Mat::rows(&q, 0, dh), Mat::transposed(&k, 0, dh), scale);
+                causal_softmax_rows(&mut p, t);
+                let (y, probs) = out.split_at_mut(t * dh);
+                gemm(t, dh, t, y, dh, Mat::rows(&p, 0, t), Mat::rows(&x, dims.at(bi, h, 2), rs), 1.0);
+                if keep_probs {
+                    probs.copy_from_slice(&p);
+                }
+            }
+        });
+        // [B, H, T, dh] → [B, T, H·dh].
+        let mut y = vec![0.0f32; b * t * dims.d()];
+        for (u, out) in work.chunks_exact(unit).enumerate() {
+            let (bi, h) = (u / heads, u % heads);
+            for ti in 0..t {
+                let at = (bi * t + ti) * dims.d() + h * dh;
+                y[at..at + dh].copy_from_slice(&out[ti * dh..(ti + 1) * dh]);
             }
         }
-    });
-    // [B, H, T, dh] → [B, T, H·dh].
-    let mut y = vec![0.0f32; b * t * dims.d()];
-    for (u, out) in work.chunks_exact(unit).enumerate() {
-        let (bi, h) = (u / heads, u % heads);
-        for ti in 0..t {
-            let at = (bi * t + ti) * dims.d() + h * dh;
-            y[at..at + dh].copy_from_slice(&out[ti * dh..(ti + 1) * dh]);
-        }
+        let probs = if keep_probs { work.chunks_exact(unit).flat_map(|c| c[t * dh..].iter().copied()).collect() } else { Vec::new() };
+        (flex_f32(y, vec![b, t, dims.d()]), probs)
     }
-    let probs = if keep_probs { work.chunks_exact(unit).flat_map(|c| c[t * dh..].iter().copied()).collect() } else { Vec::new() };
-    (flex_f32(y, vec![b, t, dims.d()]), probs)
 }
 
 /// Row `i` of the `T × T` scores → the softmax of its first `i + 1` entries, zeros after.
@@ -602,63 +609,63 @@ fn causal_softmax_rows(p: &mut [f32], t: usize) {
     }
 }
 
-/// Gradient of [`attention_forward_flex`] with respect to `qkv`, given the kept probabilities.
-fn attention_backward_flex(qkv: &FlexTensor, probs: &[f32], cos: &FlexTensor, sin: &FlexTensor, grad: &FlexTensor, n_heads: usize) -> FlexTensor {
-    let dims = AttnDims::new(qkv, cos, n_heads);
-    let (x, cos, sin, dy) = (host_f32(qkv), host_f32(cos), host_f32(sin), host_f32(grad));
-    let AttnDims { b, t, heads, dh, .. } = dims;
-    let d = dims.d();
-    let scale = 1.0 / (dh as f32).sqrt();
-    // Per (sequence, head): the gradients of its queries, keys and values, [3, T, dh].
-    let unit = 3 * t * dh;
-    let mut work = vec![0.0f32; b * heads * unit];
-    par_units(&mut work, unit, 1, |u0, chunk| {
-        let mut q = vec![0.0f32; t * dh];
-        let mut k = vec![0.0f32; t * dh];
-        let mut dr = vec![0.0f32; t * dh];
-        let mut ds = vec![0.0f32; t * t];
-        for (i, out) in chunk.chunks_exact_mut(unit).enumerate() {
-            let u = u0 + i;
-            let (bi, h) = (u / heads, u % heads);
-            let rs = 3 * d;
-            let p = &probs[u * t * t..(u + 1) * t * t];
-            let g = Mat::rows(&dy, (bi * t) * d + h * dh, d); // dY of this head, [T, dh]
-            rope_rows(&x, dims.at(bi, h, 0), rs, &cos, &sin, &dims, 1.0, &mut q);
-            rope_rows(&x, dims.at(bi, h, 1), rs, &cos, &sin, &dims, 1.0, &mut k);
-            let (dq, rest) = out.split_at_mut(t * dh);
-            let (dk, dv) = rest.split_at_mut(t * dh);
-            // dV = Pᵀ dY; dP = dY Vᵀ.
-            gemm(t, dh, t, dv, dh, Mat::transposed(p, 0, t), g, 1.0);
-            gemm(t, t, dh, &mut ds, t, g, Mat::transposed(&x, dims.at(bi, h, 2), rs), 1.0);
-            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), the softmax's backward (zero above the diagonal).
-            simd(|| {
+simd_kernel! {
+    /// Gradient of [`attention_forward_flex`] with respect to `qkv`, given the kept probabilities.
+    fn attention_backward_flex(qkv: &FlexTensor, probs: &[f32], cos: &FlexTensor, sin: &FlexTensor, grad: &FlexTensor, n_heads: usize) -> FlexTensor {
+        let dims = AttnDims::new(qkv, cos, n_heads);
+        let (x, cos, sin, dy) = (host_f32(qkv), host_f32(cos), host_f32(sin), host_f32(grad));
+        let AttnDims { b, t, heads, dh, .. } = dims;
+        let d = dims.d();
+        let scale = 1.0 / (dh as f32).sqrt();
+        // Per (sequence, head): the gradients of its queries, keys and values, [3, T, dh].
+        let unit = 3 * t * dh;
+        let mut work = vec![0.0f32; b * heads * unit];
+        par_units(&mut work, unit, 1, |u0, chunk| {
+            let mut q = vec![0.0f32; t * dh];
+            let mut k = vec![0.0f32; t * dh];
+            let mut dr = vec![0.0f32; t * dh];
+            let mut ds = vec![0.0f32; t * t];
+            for (i, out) in chunk.chunks_exact_mut(unit).enumerate() {
+                let u = u0 + i;
+                let (bi, h) = (u / heads, u % heads);
+                let rs = 3 * d;
+                let p = &probs[u * t * t..(u + 1) * t * t];
+                let g = Mat::rows(&dy, (bi * t) * d + h * dh, d); // dY of this head, [T, dh]
+                rope_rows(&x, dims.at(bi, h, 0), rs, &cos, &sin, &dims, 1.0, &mut q);
+                rope_rows(&x, dims.at(bi, h, 1), rs, &cos, &sin, &dims, 1.0, &mut k);
+                let (dq, rest) = out.split_at_mut(t * dh);
+                let (dk, dv) = rest.split_at_mut(t * dh);
+                // dV = Pᵀ dY; dP = dY Vᵀ.
+                gemm(t, dh, t, dv, dh, Mat::transposed(p, 0, t), g, 1.0);
+                gemm(t, t, dh, &mut ds, t, g, Mat::transposed(&x, dims.at(bi, h, 2), rs), 1.0);
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), the softmax's backward (zero above the diagonal).
                 for (row_ds, row_p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
                     let dot: f32 = row_ds.iter().zip(row_p).map(|(a, b)| a * b).sum();
                     for (a, &pp) in row_ds.iter_mut().zip(row_p) {
                         *a = pp * (*a - dot);
                     }
                 }
-            });
-            // d(rotated Q) = scale · dS K; d(rotated K) = scale · dSᵀ Q; then rotate back.
-            gemm(t, dh, t, &mut dr, dh, Mat::rows(&ds, 0, t), Mat::rows(&k, 0, dh), scale);
-            rope_rows(&dr, 0, dh, &cos, &sin, &dims, -1.0, dq);
-            gemm(t, dh, t, &mut dr, dh, Mat::transposed(&ds, 0, t), Mat::rows(&q, 0, dh), scale);
-            rope_rows(&dr, 0, dh, &cos, &sin, &dims, -1.0, dk);
-        }
-    });
-    // [B, H, 3, T, dh] → [B, T, 3·H·dh].
-    let mut dx = vec![0.0f32; b * t * 3 * d];
-    for (u, out) in work.chunks_exact(unit).enumerate() {
-        let (bi, h) = (u / heads, u % heads);
-        for part in 0..3 {
-            for ti in 0..t {
-                let at = (bi * t + ti) * 3 * d + part * d + h * dh;
-                let from = (part * t + ti) * dh;
-                dx[at..at + dh].copy_from_slice(&out[from..from + dh]);
+                // d(rotated Q) = scale · dS K; d(rotated K) = scale · dSᵀ Q; then rotate back.
+                gemm(t, dh, t, &mut dr, dh, Mat::rows(&ds, 0, t), Mat::rows(&k, 0, dh), scale);
+                rope_rows(&dr, 0, dh, &cos, &sin, &dims, -1.0, dq);
+                gemm(t, dh, t, &mut dr, dh, Mat::transposed(&ds, 0, t), Mat::rows(&q, 0, dh), scale);
+                rope_rows(&dr, 0, dh, &cos, &sin, &dims, -1.0, dk);
+            }
+        });
+        // [B, H, 3, T, dh] → [B, T, 3·H·dh].
+        let mut dx = vec![0.0f32; b * t * 3 * d];
+        for (u, out) in work.chunks_exact(unit).enumerate() {
+            let (bi, h) = (u / heads, u % heads);
+            for part in 0..3 {
+                for ti in 0..t {
+                    let at = (bi * t + ti) * 3 * d + part * d + h * dh;
+                    let from = (part * t + ti) * dh;
+                    dx[at..at + dh].copy_from_slice(&out[from..from + dh]);
+                }
             }
         }
+        flex_f32(dx, vec![b, t, 3 * d])
     }
-    flex_f32(dx, vec![b, t, 3 * d])
 }
 
 
@@ -730,15 +737,15 @@ fn product_uninit(m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) -> Vec<f32> 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm
 
-fn rms_norm_flex(x: &FlexTensor, gamma: &FlexTensor, eps: f64) -> FlexTensor {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    let (xs, g) = (host_f32(x), host_f32(gamma));
-    assert_eq!(g.len(), d, "RMSNorm gain of {} for rows of {d}", g.len());
-    let mut out = vec![0.0f32; xs.len()];
-    if d > 0 {
-        par_units(&mut out, d, MIN_ELEMS_PER_THREAD, |row0, out| {
-            simd(|| {
+simd_kernel! {
+    fn rms_norm_flex(x: &FlexTensor, gamma: &FlexTensor, eps: f64) -> FlexTensor {
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (xs, g) = (host_f32(x), host_f32(gamma));
+        assert_eq!(g.len(), d, "RMSNorm gain of {} for rows of {d}", g.len());
+        let mut out = vec![0.0f32; xs.len()];
+        if d > 0 {
+            par_units(&mut out, d, MIN_ELEMS_PER_THREAD, |row0, out| {
                 for (r, y) in out.chunks_exact_mut(d).enumerate() {
                     let row = &xs[(row0 + r) * d..(row0 + r + 1) * d];
                     let inv = inv_rms(row, eps);
@@ -746,10 +753,10 @@ fn rms_norm_flex(x: &FlexTensor, gamma: &FlexTensor, eps: f64) -> FlexTensor {
                         *y = x * inv * g;
                     }
                 }
-            })
-        });
+            });
+        }
+        flex_f32(out, dims_of(&shape))
     }
-    flex_f32(out, dims_of(&shape))
 }
 
 /// `1 / √(mean(row²) + eps)`.
@@ -759,16 +766,16 @@ fn inv_rms(row: &[f32], eps: f64) -> f32 {
     1.0 / (ss / row.len() as f32 + eps as f32).sqrt()
 }
 
-/// Gradients of [`rms_norm_flex`]: with `x̂ = x · r`, `r = 1/√(mean(x²) + eps)`,
-/// `dx = r · (dy ⊙ γ − x̂ · mean(dy ⊙ γ ⊙ x̂))` per row, `dγ = Σ_rows dy ⊙ x̂`.
-fn rms_norm_backward_flex(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, eps: f64) -> (FlexTensor, FlexTensor) {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    let (xs, g, dy) = (host_f32(x), host_f32(gamma), host_f32(grad));
-    let mut dx = vec![0.0f32; xs.len()];
-    // Each thread sums dγ over its rows; the partial sums are added afterwards.
-    let dgamma = par_units_sum(&mut dx, d, MIN_ELEMS_PER_THREAD, d, |row0, dx, dg| {
-        simd(|| {
+simd_kernel! {
+    /// Gradients of [`rms_norm_flex`]: with `x̂ = x · r`, `r = 1/√(mean(x²) + eps)`,
+    /// `dx = r · (dy ⊙ γ − x̂ · mean(dy ⊙ γ ⊙ x̂))` per row, `dγ = Σ_rows dy ⊙ x̂`.
+    fn rms_norm_backward_flex(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor, eps: f64) -> (FlexTensor, FlexTensor) {
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (xs, g, dy) = (host_f32(x), host_f32(gamma), host_f32(grad));
+        let mut dx = vec![0.0f32; xs.len()];
+        // Each thread sums dγ over its rows; the partial sums are added afterwards.
+        let dgamma = par_units_sum(&mut dx, d, MIN_ELEMS_PER_THREAD, d, |row0, dx, dg| {
             for (r, out) in dx.chunks_exact_mut(d).enumerate() {
                 let at = (row0 + r) * d;
                 let (row, dyr) = (&xs[at..at + d], &dy[at..at + d]);
@@ -781,9 +788,9 @@ fn rms_norm_backward_flex(x: &FlexTensor, gamma: &FlexTensor, grad: &FlexTensor,
                     dg[j] += dyr[j] * xhat;
                 }
             }
-        })
-    });
-    (flex_f32(dx, dims_of(&shape)), flex_f32(dgamma, vec![d]))
+        });
+        (flex_f32(dx, dims_of(&shape)), flex_f32(dgamma, vec![d]))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,33 +872,33 @@ fn conv_seq(x: &[f32], w: &[f32], t: usize, c: usize, k: usize, r: usize, out: &
     }
 }
 
-fn conv_silu_flex(x: &FlexTensor, w: &FlexTensor, r: usize) -> FlexTensor {
-    let (b, t, c, k) = conv_dims(x, w);
-    let (xs, ws) = (host_f32(x), host_f32(w));
-    let mut out = vec![0.0f32; b * t * c];
-    if t * c > 0 {
-        par_units(&mut out, t * c, MIN_ELEMS_PER_THREAD, |b0, out| {
-            simd(|| {
+simd_kernel! {
+    fn conv_silu_flex(x: &FlexTensor, w: &FlexTensor, r: usize) -> FlexTensor {
+        let (b, t, c, k) = conv_dims(x, w);
+        let (xs, ws) = (host_f32(x), host_f32(w));
+        let mut out = vec![0.0f32; b * t * c];
+        if t * c > 0 {
+            par_units(&mut out, t * c, MIN_ELEMS_PER_THREAD, |b0, out| {
                 for (i, y) in out.chunks_exact_mut(t * c).enumerate() {
                     let at = (b0 + i) * t * c;
                     conv_seq(&xs[at..at + t * c], &ws, t, c, k, r, y);
                     y.iter_mut().for_each(|v| *v *= sigmoid(*v));
                 }
-            })
-        });
+            });
+        }
+        flex_f32(out, vec![b, t, c])
     }
-    flex_f32(out, vec![b, t, c])
 }
 
-/// Gradients of [`conv_silu_flex`]: with `z` the convolution and `dz = dy · σ(z)(1 + z(1−σ(z)))`,
-/// `dx[t'] = Σ_j w[·, j] · dz[t' + (k−1−j)·r]` and `dw[·, j] = Σ_{b,t} dz[t] · x[t − (k−1−j)·r]`.
-fn conv_silu_backward_flex(x: &FlexTensor, w: &FlexTensor, grad: &FlexTensor, r: usize) -> (FlexTensor, FlexTensor) {
-    let (b, t, c, k) = conv_dims(x, w);
-    let (xs, ws, dy) = (host_f32(x), host_f32(w), host_f32(grad));
-    let mut dx = vec![0.0f32; b * t * c];
-    // Each thread sums dw over its sequences; the partial sums are added afterwards.
-    let dw = par_units_sum(&mut dx, t * c, MIN_ELEMS_PER_THREAD, c * k, |b0, dx, dw| {
-        simd(|| {
+simd_kernel! {
+    /// Gradients of [`conv_silu_flex`]: with `z` the convolution and `dz = dy · σ(z)(1 + z(1−σ(z)))`,
+    /// `dx[t'] = Σ_j w[·, j] · dz[t' + (k−1−j)·r]` and `dw[·, j] = Σ_{b,t} dz[t] · x[t − (k−1−j)·r]`.
+    fn conv_silu_backward_flex(x: &FlexTensor, w: &FlexTensor, grad: &FlexTensor, r: usize) -> (FlexTensor, FlexTensor) {
+        let (b, t, c, k) = conv_dims(x, w);
+        let (xs, ws, dy) = (host_f32(x), host_f32(w), host_f32(grad));
+        let mut dx = vec![0.0f32; b * t * c];
+        // Each thread sums dw over its sequences; the partial sums are added afterwards.
+        let dw = par_units_sum(&mut dx, t * c, MIN_ELEMS_PER_THREAD, c * k, |b0, dx, dw| {
             let mut dz = vec![0.0f32; t * c];
             for (i, dxs) in dx.chunks_exact_mut(t * c).enumerate() {
                 let at = (b0 + i) * t * c;
@@ -913,9 +920,9 @@ fn conv_silu_backward_flex(x: &FlexTensor, w: &FlexTensor, grad: &FlexTensor, r:
                     }
                 }
             }
-        })
-    });
-    (flex_f32(dx, vec![b, t, c]), flex_f32(dw, vec![c, k]))
+        });
+        (flex_f32(dx, vec![b, t, c]), flex_f32(dw, vec![c, k]))
+    }
 }
 
 #[cfg(test)]
