@@ -371,7 +371,8 @@ impl Engram {
             let alpha = sigmoid(s); // [B, T, 1]
             gated.push(v.clone() * alpha);
         }
-        let v_tilde = Tensor::stack::<4>(gated, 2); // [B, T, M, D]
+        // [B, T, M, D]; one branch needs no copy.
+        let v_tilde = if m == 1 { gated.pop().expect("one branch").unsqueeze_dim::<4>(2) } else { Tensor::stack::<4>(gated, 2) };
         if !self.short_conv {
             return v_tilde;
         }
@@ -384,10 +385,11 @@ impl Engram {
     /// - `x`: `[B, T, M, D]` → `[B, T, M, D]`
     pub fn short_conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, t, m, d] = x.dims();
-        let normed: Vec<Tensor<3>> = (0..m)
+        let mut normed: Vec<Tensor<3>> = (0..m)
             .map(|i| crate::model::rms_norm(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
             .collect();
-        let x = Tensor::cat(normed, 2); // [B, T, M·D]
+        // [B, T, M·D]; one branch needs no copy.
+        let x = if m == 1 { normed.pop().expect("one branch") } else { Tensor::cat(normed, 2) };
         // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
         crate::model::fused::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
     }

@@ -363,23 +363,7 @@ impl EngramTable {
             bc2: 1.0 - adam.beta2.powi(t),
         };
         match mode {
-            UpdateMode::Sparse => {
-                for (i, &r) in uniq.iter().enumerate() {
-                    if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
-                        for buf in [&self.weights, &self.m, &self.v] {
-                            prefetch_row(buf, ahead as usize, dim);
-                        }
-                    }
-                    let r = r as usize;
-                    let span = r * dim..(r + 1) * dim;
-                    c.update(
-                        &mut self.weights[span.clone()],
-                        &mut self.m[span.clone()],
-                        &mut self.v[span],
-                        &grads[i * dim..(i + 1) * dim],
-                    );
-                }
-            }
+            UpdateMode::Sparse => sparse_update(&c, uniq, grads, dim, &mut self.weights, &mut self.m, &mut self.v),
             UpdateMode::Dense => {
                 // Scatter the sparse gradient into a dense one (rows not looked up get zeros),
                 // then update every row: the O(rows) baseline.
@@ -417,8 +401,23 @@ struct AdamCoeffs {
     bc2: f32,
 }
 
+simd_kernel! {
+    /// The lazy Adam update of rows `uniq` (gradient rows `grads`), in that order.
+    fn sparse_update(c: &AdamCoeffs, uniq: &[u32], grads: &[f32], dim: usize, weights: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+        for (i, &r) in uniq.iter().enumerate() {
+            if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
+                for buf in [&*weights, &*m, &*v] {
+                    prefetch_row(buf, ahead as usize, dim);
+                }
+            }
+            let span = r as usize * dim..(r as usize + 1) * dim;
+            c.update(&mut weights[span.clone()], &mut m[span.clone()], &mut v[span], &grads[i * dim..(i + 1) * dim]);
+        }
+    }
+}
+
 impl AdamCoeffs {
-    #[inline]
+    #[inline(always)]
     fn update(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
             *m = self.b1 * *m + (1.0 - self.b1) * g;

@@ -585,15 +585,36 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
         }
         let grads = loss.backward();
-        if let Some(e) = &ecfg {
-            for ((mem, table), layer) in mems.iter().zip(tables.iter_mut()).zip(&batch.layers) {
+        let row_grads: Vec<Vec<f32>> = mems
+            .iter()
+            .map(|mem| {
                 let g = mem.rows.grad(&grads).expect("the gathered rows are an autodiff leaf used by the loss");
-                let g = g.into_data().try_into_vec::<f32>().expect("gradients are f32");
-                table.adam_step(&layer.uniq, &g, (lr * e.table_lr_mult) as f32, &e.table_adam, e.update)?;
-            }
-        }
+                g.into_data().try_into_vec::<f32>().expect("gradients are f32")
+            })
+            .collect();
         let grads = GradientsParams::from_grads(grads, &model);
-        model = optim.step(lr, model, grads);
+        // The tables' update and the backbone's are independent: with a second core, the
+        // tables update on it while the backbone's optimizer runs here.
+        let update_tables = |tables: &mut Vec<EngramTable>| -> Result<(), TrainError> {
+            if let Some(e) = &ecfg {
+                for ((table, layer), g) in tables.iter_mut().zip(&batch.layers).zip(&row_grads) {
+                    table.adam_step(&layer.uniq, g, (lr * e.table_lr_mult) as f32, &e.table_adam, e.update)?;
+                }
+            }
+            Ok(())
+        };
+        if tables.is_empty() || crate::runtime::n_threads() < 2 {
+            update_tables(&mut tables)?;
+            model = optim.step(lr, model, grads);
+        } else {
+            let (stepped, updated) = std::thread::scope(|scope| {
+                let worker = scope.spawn(|| update_tables(&mut tables));
+                let stepped = optim.step(lr, model, grads);
+                (stepped, worker.join().expect("table update panicked"))
+            });
+            model = stepped;
+            updated?;
+        }
         let dt = t0.elapsed().as_secs_f64();
         step_times.push(dt);
         train_seconds += dt;

@@ -306,29 +306,6 @@ fn flex_f32(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Defines the function written inside twice: compiled for AVX2 + FMA, called when the CPU has
-/// them, and as is otherwise. The closures the function body defines (the per-thread work
-/// handed to [`par_units`]) inherit the AVX2 copy's target features, so their element-wise
-/// loops vectorise 8 lanes wide; a closure handed to a `#[target_feature]` function from
-/// outside does not (it is compiled, and not inlined, without them).
-macro_rules! simd_kernel {
-    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$attr])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) $(-> $ret)? $body
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body
-        }
-    };
-}
-
 /// Split `out` into chunks of `unit · k` elements (`k` whole units each), one chunk per thread
 /// (at most [`crate::runtime::threads_for`] of them), and run `f(first_unit, chunk)` on each,
 /// on rayon's pool (the threads `gemm` uses; starting OS threads per call cost more than the
@@ -597,13 +574,9 @@ simd_kernel! {
 fn causal_softmax_rows(p: &mut [f32], t: usize) {
     for (i, row) in p.chunks_exact_mut(t).enumerate() {
         let (live, masked) = row.split_at_mut(i + 1);
-        let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0.0f32;
-        for x in live.iter_mut() {
-            *x = exp_nonpositive(*x - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
+        let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        live.iter_mut().for_each(|x| *x = exp_nonpositive(*x - max));
+        let inv = 1.0 / sum(live);
         live.iter_mut().for_each(|x| *x *= inv);
         masked.iter_mut().for_each(|x| *x = 0.0);
     }
@@ -640,7 +613,7 @@ simd_kernel! {
                 gemm(t, t, dh, &mut ds, t, g, Mat::transposed(&x, dims.at(bi, h, 2), rs), 1.0);
                 // dS = P ⊙ (dP − rowsum(dP ⊙ P)), the softmax's backward (zero above the diagonal).
                 for (row_ds, row_p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                    let dot: f32 = row_ds.iter().zip(row_p).map(|(a, b)| a * b).sum();
+                    let dot = dot(row_ds, row_p);
                     for (a, &pp) in row_ds.iter_mut().zip(row_p) {
                         *a = pp * (*a - dot);
                     }
@@ -762,8 +735,69 @@ simd_kernel! {
 /// `1 / √(mean(row²) + eps)`.
 #[inline(always)]
 fn inv_rms(row: &[f32], eps: f64) -> f32 {
-    let ss: f32 = row.iter().map(|x| x * x).sum();
-    1.0 / (ss / row.len() as f32 + eps as f32).sqrt()
+    1.0 / (dot(row, row) / row.len() as f32 + eps as f32).sqrt()
+}
+
+/// Lanes of the partial sums in [`dot`] and [`dot3`]: two AVX2 registers.
+const LANES: usize = 16;
+
+/// `Σ a·b` in [`LANES`] independent partial sums. A serial sum is one chain of dependent
+/// additions that the compiler may not reorder, so it neither vectorises nor pipelines; this one
+/// does (inside [`simd_kernel!`]), at the price of adding in a different order.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    lanes_sum(acc) + tail
+}
+
+/// `Σ a·b·c`, as [`dot`].
+#[inline(always)]
+fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    debug_assert!(a.len() == b.len() && a.len() == c.len());
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb, cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).zip(cc.remainder()).map(|((x, y), z)| x * y * z).sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l] * z[l];
+        }
+    }
+    lanes_sum(acc) + tail
+}
+
+/// `Σ a`, as [`dot`].
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let tail: f32 = ca.remainder().iter().sum();
+    for x in ca {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    lanes_sum(acc) + tail
+}
+
+/// The sum of the partial sums, pairwise.
+#[inline(always)]
+fn lanes_sum(mut acc: [f32; LANES]) -> f32 {
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for l in 0..n {
+            acc[l] += acc[l + n];
+        }
+    }
+    acc[0]
 }
 
 simd_kernel! {
@@ -780,8 +814,7 @@ simd_kernel! {
                 let at = (row0 + r) * d;
                 let (row, dyr) = (&xs[at..at + d], &dy[at..at + d]);
                 let inv = inv_rms(row, eps);
-                let dot: f32 = row.iter().zip(dyr).zip(g.iter()).map(|((x, dy), g)| dy * g * x * inv).sum();
-                let mean = dot / d as f32;
+                let mean = inv * dot3(row, dyr, &g) / d as f32;
                 for j in 0..d {
                     let xhat = row[j] * inv;
                     out[j] = inv * (dyr[j] * g[j] - xhat * mean);
@@ -856,17 +889,30 @@ fn conv_dims(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize, usize) {
     (s[0], s[1], s[2], ws[1])
 }
 
+/// `[rows, cols]` → `[cols, rows]`, row-major.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    for (i, row) in a.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (j, &x) in row.iter().enumerate() {
+            out[j * rows + i] = x;
+        }
+    }
+    out
+}
+
 /// The convolution of sequence `x` (`[T, C]`) into `out` (`[T, C]`): tap `j` reads position
-/// `t − (k−1−j)·r` (zero before the start).
+/// `t − (k−1−j)·r` (zero before the start). `wt` is the weight tap-major, `[k, C]`, so that the
+/// loop over channels reads it contiguously (and vectorises).
 #[inline(always)]
-fn conv_seq(x: &[f32], w: &[f32], t: usize, c: usize, k: usize, r: usize, out: &mut [f32]) {
+fn conv_seq(x: &[f32], wt: &[f32], t: usize, c: usize, k: usize, r: usize, out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o = 0.0);
     for j in 0..k {
         let shift = (k - 1 - j) * r;
+        let w = &wt[j * c..(j + 1) * c];
         for ti in shift..t {
             let (o, src) = (&mut out[ti * c..(ti + 1) * c], &x[(ti - shift) * c..(ti - shift + 1) * c]);
-            for ch in 0..c {
-                o[ch] += w[ch * k + j] * src[ch];
+            for ((o, &w), &x) in o.iter_mut().zip(w).zip(src) {
+                *o += w * x;
             }
         }
     }
@@ -875,7 +921,7 @@ fn conv_seq(x: &[f32], w: &[f32], t: usize, c: usize, k: usize, r: usize, out: &
 simd_kernel! {
     fn conv_silu_flex(x: &FlexTensor, w: &FlexTensor, r: usize) -> FlexTensor {
         let (b, t, c, k) = conv_dims(x, w);
-        let (xs, ws) = (host_f32(x), host_f32(w));
+        let (xs, ws) = (host_f32(x), transpose(&host_f32(w), c, k));
         let mut out = vec![0.0f32; b * t * c];
         if t * c > 0 {
             par_units(&mut out, t * c, MIN_ELEMS_PER_THREAD, |b0, out| {
@@ -895,10 +941,11 @@ simd_kernel! {
     /// `dx[t'] = Σ_j w[·, j] · dz[t' + (k−1−j)·r]` and `dw[·, j] = Σ_{b,t} dz[t] · x[t − (k−1−j)·r]`.
     fn conv_silu_backward_flex(x: &FlexTensor, w: &FlexTensor, grad: &FlexTensor, r: usize) -> (FlexTensor, FlexTensor) {
         let (b, t, c, k) = conv_dims(x, w);
-        let (xs, ws, dy) = (host_f32(x), host_f32(w), host_f32(grad));
+        let (xs, ws, dy) = (host_f32(x), transpose(&host_f32(w), c, k), host_f32(grad));
         let mut dx = vec![0.0f32; b * t * c];
-        // Each thread sums dw over its sequences; the partial sums are added afterwards.
-        let dw = par_units_sum(&mut dx, t * c, MIN_ELEMS_PER_THREAD, c * k, |b0, dx, dw| {
+        // Each thread sums dw (tap-major, [k, C]) over its sequences; the partial sums are
+        // added afterwards.
+        let dwt = par_units_sum(&mut dx, t * c, MIN_ELEMS_PER_THREAD, c * k, |b0, dx, dw| {
             let mut dz = vec![0.0f32; t * c];
             for (i, dxs) in dx.chunks_exact_mut(t * c).enumerate() {
                 let at = (b0 + i) * t * c;
@@ -910,18 +957,21 @@ simd_kernel! {
                 }
                 for j in 0..k {
                     let shift = (k - 1 - j) * r;
+                    let (wj, dwj) = (&ws[j * c..(j + 1) * c], &mut dw[j * c..(j + 1) * c]);
                     for ti in shift..t {
                         let (d, src, o) = (&dz[ti * c..(ti + 1) * c], &xq[(ti - shift) * c..(ti - shift + 1) * c], ti - shift);
                         let dxo = &mut dxs[o * c..(o + 1) * c];
-                        for ch in 0..c {
-                            dxo[ch] += ws[ch * k + j] * d[ch];
-                            dw[ch * k + j] += d[ch] * src[ch];
+                        for ((dxo, &w), &d) in dxo.iter_mut().zip(wj).zip(d) {
+                            *dxo += w * d;
+                        }
+                        for ((dw, &d), &x) in dwj.iter_mut().zip(d).zip(src) {
+                            *dw += d * x;
                         }
                     }
                 }
             }
         });
-        (flex_f32(dx, vec![b, t, c]), flex_f32(dw, vec![c, k]))
+        (flex_f32(dx, vec![b, t, c]), flex_f32(transpose(&dwt, k, c), vec![c, k]))
     }
 }
 
@@ -1074,7 +1124,7 @@ mod tests {
     #[test]
     fn rms_norm_matches_burn_rms_norm_with_gradients() {
         let device = Device::flex().autodiff();
-        for (rows, d) in [(1, 2), (3, 5), (700, 96)] {
+        for (rows, d) in [(1, 2), (3, 5), (9, 37), (700, 96)] {
             let x = Tensor::<2>::random([rows, d], Distribution::Normal(0.5, 2.0), &device);
             let gamma = Tensor::<1>::random([d], Distribution::Normal(1.0, 0.5), &device);
             let r = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device);
