@@ -364,11 +364,7 @@ impl Engram {
                 continue;
             }
             let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
-            let q = crate::model::rms_norm(&self.norm_query[i], h_i); // [B, T, D]
-            let k = crate::model::rms_norm(&self.norm_key[i], linear_tokens(key_proj, memory.clone())); // [B, T, D]
-            let s = (q * k).sum_dim(2) / (d as f64).sqrt(); // [B, T, 1]
-            let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
-            let alpha = sigmoid(s); // [B, T, 1]
+            let alpha = self.gate_alpha(h_i, linear_tokens(key_proj, memory.clone()), i);
             gated.push(v.clone() * alpha);
         }
         // [B, T, M, D]; one branch needs no copy.
@@ -377,6 +373,20 @@ impl Engram {
             return v_tilde;
         }
         v_tilde.clone() + self.short_conv_forward(v_tilde)
+    }
+
+    /// The gate `α = σ(sign(s)·√max(|s|, 1e−6))`, `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, of
+    /// branch `i`.
+    ///
+    /// # Shapes
+    /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
+    fn gate_alpha(&self, hidden: Tensor<3>, key: Tensor<3>, i: usize) -> Tensor<3> {
+        let d = hidden.dims()[2];
+        let q = crate::model::rms_norm(&self.norm_query[i], hidden);
+        let k = crate::model::rms_norm(&self.norm_key[i], key);
+        let s = (q * k).sum_dim(2) / (d as f64).sqrt();
+        let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
+        sigmoid(s)
     }
 
     /// `SiLU(DepthwiseCausalConv(RMSNorm(x)))` per branch.
@@ -498,6 +508,36 @@ mod tests {
         let y = layer.forward(h.clone(), e.clone());
         let v_tilde = reference_v_tilde(&layer, h, e);
         assert!(max_abs_diff(y, v_tilde) < 1e-5);
+    }
+
+    #[test]
+    fn layer_has_the_value_and_gradients_of_the_step_by_step_formula() {
+        // The layer's output and every gradient against the formula written out with burn's
+        // ops (the conv is zero-initialised: it adds nothing).
+        let device = Device::flex().autodiff();
+        let layer = EngramLayerConfig::new(16, 24, 3).init(&device);
+        let h = Tensor::<4>::random([2, 9, 1, 16], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let e = Tensor::<3>::random([2, 9, 24], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let r = Tensor::<4>::random([2, 9, 1, 16], Distribution::Normal(0.0, 1.0), &device);
+        let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+        let run = |ours: bool| {
+            let y = if ours { layer.forward(h.clone(), e.clone()) } else { reference_v_tilde(&layer, h.clone(), e.clone()) };
+            let g = (y.clone() * r.clone()).sum().backward();
+            let flat3 = |x: Tensor<3>| vals(x.reshape([-1, 1]));
+            vec![
+                vals(y.reshape([-1, 1])),
+                vals(h.grad(&g).unwrap().reshape([-1, 1])),
+                flat3(e.grad(&g).unwrap()),
+                vals(layer.value.weight.val().grad(&g).unwrap()),
+                vals(layer.keys[0].weight.val().grad(&g).unwrap()),
+                vals(layer.value.bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+                vals(layer.keys[0].bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+            ]
+        };
+        for (i, (ours, theirs)) in run(true).iter().zip(run(false)).enumerate() {
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
+            assert!(ours.len() == theirs.len() && worst < 1e-4, "output/gradient #{i}: relative difference {worst}");
+        }
     }
 
     #[test]
