@@ -354,8 +354,28 @@ impl Engram {
     /// - `memory`: `[B, T, d_mem]` (from [`EngramMemory::embeddings`])
     /// - output: `[B, T, M, D]`
     pub fn forward(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<4> {
+        let fused = crate::model::fused::enabled(&hidden.device());
+        self.forward_with(hidden, memory, fused)
+    }
+
+    /// [`Engram::forward`]; with `fused`, one branch with gate and conv on takes the fused
+    /// kernel for everything after the projections ([`crate::model::fused::engram_gate_conv`]).
+    fn forward_with(&self, hidden: Tensor<4>, memory: Tensor<3>, fused: bool) -> Tensor<4> {
         let [b, t, m, d] = hidden.dims();
         assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
+        if fused && m == 1 && self.gate && self.short_conv {
+            let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
+            let k = linear_tokens(&self.keys[0], memory); // [B, T, D]
+            let params = crate::model::fused::GateConvParams {
+                dilation: self.dilation,
+                eps_query: self.norm_query[0].epsilon,
+                eps_key: self.norm_key[0].epsilon,
+                eps_conv: self.conv_norm[0].epsilon,
+            };
+            let gain = |n: &RmsNorm| n.gamma.val();
+            let y = crate::model::fused::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
+            return y.unsqueeze_dim(2);
+        }
         let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
         let mut gated = Vec::with_capacity(m);
         for (i, key_proj) in self.keys.iter().enumerate() {
@@ -537,6 +557,47 @@ mod tests {
         for (i, (ours, theirs)) in run(true).iter().zip(run(false)).enumerate() {
             let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
             assert!(ours.len() == theirs.len() && worst < 1e-4, "output/gradient #{i}: relative difference {worst}");
+        }
+    }
+
+    #[test]
+    fn fused_gate_and_conv_have_the_value_and_gradients_of_burns_ops() {
+        // Random gains and conv weight; sizes on one thread and on several, a sequence shorter
+        // than the conv's reach (taps that only read padding), dilations 2 and 3.
+        let device = Device::flex().autodiff();
+        for (b, t, d, n) in [(2, 9, 16, 3), (1, 2, 8, 3), (16, 40, 64, 2)] {
+            let mut layer = EngramLayerConfig::new(d, 24, n).init(&device);
+            let rand = |shape: Vec<usize>, mean: f64| Tensor::<1>::random([shape.iter().product::<usize>()], Distribution::Normal(mean, 0.5), &device);
+            layer.conv_weight = Param::from_tensor(rand(vec![d, 4], 0.0).reshape([d, 4]));
+            for norm in [&mut layer.norm_query[0], &mut layer.norm_key[0], &mut layer.conv_norm[0]] {
+                norm.gamma = Param::from_tensor(rand(vec![d], 1.0));
+            }
+            let h = Tensor::<4>::random([b, t, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let e = Tensor::<3>::random([b, t, 24], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<4>::random([b, t, 1, d], Distribution::Normal(0.0, 1.0), &device);
+            let flat = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+            let run = |fused: bool| {
+                let y = layer.forward_with(h.clone(), e.clone(), fused);
+                let g = (y.clone() * r.clone()).sum().backward();
+                let g1 = |p: &Param<Tensor<1>>| flat(p.val().grad(&g).unwrap().unsqueeze());
+                vec![
+                    flat(y.reshape([-1, 1])),
+                    flat(h.grad(&g).unwrap().reshape([-1, 1])),
+                    flat(e.grad(&g).unwrap().reshape([-1, 1])),
+                    flat(layer.value.weight.val().grad(&g).unwrap()),
+                    flat(layer.keys[0].weight.val().grad(&g).unwrap()),
+                    g1(&layer.norm_query[0].gamma),
+                    g1(&layer.norm_key[0].gamma),
+                    g1(&layer.conv_norm[0].gamma),
+                    flat(layer.conv_weight.val().grad(&g).unwrap()),
+                ]
+            };
+            let names = ["output", "hidden", "memory", "W_V", "W_K", "query gain", "key gain", "conv gain", "conv weight"];
+            for ((ours, theirs), name) in run(true).iter().zip(run(false)).zip(names) {
+                let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+                let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "{name} ({b}, {t}, {d}): difference {worst}, scale {scale}");
+            }
         }
     }
 
