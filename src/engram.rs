@@ -35,16 +35,16 @@ use crate::hashing::HashConfig;
 use crate::table::{TableAdam, UpdateMode, DEFAULT_TABLE_INIT_STD};
 use crate::model::linear_tokens;
 
-/// Lower clamp of `|s|` before the square root of the gate score ([D]: `clamp_min(1e-6)`).
+/// Lower clamp of `|s|` before the square root of the gate score (\[D\]: `clamp_min(1e-6)`).
 pub const GATE_SQRT_CLAMP: f32 = 1e-6;
-/// Kernel size of the short conv ([P] §2.3, [D] `ShortConv(kernel_size=4)`).
+/// Kernel size of the short conv (\[P\] §2.3, \[D\] `ShortConv(kernel_size=4)`).
 pub const SHORT_CONV_KERNEL: usize = 4;
-/// RMSNorm epsilon of the short conv ([D] `norm_eps=1e-5`).
+/// RMSNorm epsilon of the short conv (\[D\] `norm_eps=1e-5`).
 pub const SHORT_CONV_NORM_EPS: f64 = 1e-5;
 /// RMSNorm epsilon of the gate's query/key norms: the demo uses `nn.RMSNorm(hidden)` whose
 /// default epsilon is `torch.finfo(float32).eps`.
 pub const GATE_NORM_EPS: f64 = f32::EPSILON as f64;
-/// Learning-rate multiplier of the tables relative to the backbone ([P] §6: 5×).
+/// Learning-rate multiplier of the tables relative to the backbone (\[P\] §6: 5×).
 pub const TABLE_LR_MULT: f64 = 5.0;
 
 /// A control that removes the information in the memory while keeping its shape.

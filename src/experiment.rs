@@ -16,7 +16,7 @@ pub struct CommonArgs {
     /// A small, fast version (for CI and smoke tests).
     #[arg(long)]
     pub quick: bool,
-    /// Output directory (default: runs/<experiment>/, or runs/<experiment>-quick/ with --quick).
+    /// Output directory (default: runs/EXPERIMENT/, or runs/EXPERIMENT-quick/ with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
