@@ -518,6 +518,7 @@ impl<'a> Mat<'a> {
 
 /// `dst = scale · lhs · rhs` with `lhs` `m × k`, `rhs` `k × n`, `dst` row-major `m × n` with row
 /// stride `dst_rs`; one thread (the callers split their work over the cores themselves).
+#[allow(clippy::too_many_arguments)] // flat kernel arguments
 fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, lhs: Mat, rhs: Mat, scale: f32) {
     if m == 0 || n == 0 {
         return;
@@ -533,6 +534,7 @@ fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, lhs: Mat, 
 /// [`gemm`] into raw memory: `dst` must be valid for writes of `dst_len` f32s and not overlap
 /// the operands. Panics if an element of the operands or of the destination would fall outside
 /// them; requires `m, n, k ≥ 1`.
+#[allow(clippy::too_many_arguments)] // flat kernel arguments
 unsafe fn gemm_raw(m: usize, n: usize, k: usize, dst: *mut f32, dst_len: usize, dst_rs: usize, lhs: Mat, rhs: Mat, scale: f32, par: gemm::Parallelism) {
     let last = |at: usize, rows: usize, rs: usize, cols: usize, cs: usize| at + (rows - 1) * rs + (cols - 1) * cs;
     assert!(m > 0 && n > 0 && k > 0);
@@ -565,7 +567,7 @@ impl AttnDims {
         let (b, t, d3) = (s[0], s[1], s[2]);
         assert!(n_heads > 0 && d3 % (3 * n_heads) == 0, "qkv width {d3} is not 3 × a multiple of {n_heads} heads");
         let dh = d3 / 3 / n_heads;
-        assert!(dh % 2 == 0, "RoPE needs an even head width, got {dh}");
+        assert!(dh.is_multiple_of(2), "RoPE needs an even head width, got {dh}");
         let c = cos.shape();
         assert!(c[0] >= t && c[1] >= dh / 2, "RoPE tables {c:?} too small for {t} positions of width {dh}");
         Self { b, t, heads: n_heads, dh, rope_w: c[1] }
@@ -584,6 +586,7 @@ impl AttnDims {
 
 /// Rotate (`sign = 1`) or rotate back (`sign = −1`, the transpose, for gradients) `T` rows of
 /// width `dh` from `src` (row stride `src_rs`, from offset `at`) into `dst` (`T × dh`).
+#[allow(clippy::too_many_arguments)] // flat kernel arguments
 fn rope_rows(src: &[f32], at: usize, src_rs: usize, cos: &[f32], sin: &[f32], dims: &AttnDims, sign: f32, dst: &mut [f32]) {
     let half = dims.dh / 2;
     for (t, out) in dst.chunks_exact_mut(dims.dh).enumerate().take(dims.t) {
@@ -1195,8 +1198,7 @@ simd_kernel! {
                 }
                 let (dv, rest) = out.split_at_mut(t * d);
                 let (dk, dh) = rest.split_at_mut(t * d);
-                for ti in 0..t {
-                    let GateRow { rq, rk, rc, s, alpha } = rows[ti];
+                for (ti, &GateRow { rq, rk, rc, s, alpha }) in rows.iter().enumerate() {
                     let at = (seq * t + ti) * d;
                     let span = ti * d..(ti + 1) * d;
                     let (v, k, h) = (&inp.v[at..at + d], &inp.k[at..at + d], &inp.h[at..at + d]);
