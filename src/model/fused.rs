@@ -994,6 +994,32 @@ fn conv_seq(x: &[f32], wt: &[f32], t: usize, c: usize, k: usize, r: usize, out: 
     }
 }
 
+/// Backward of `SiLU(conv(x))` for one sequence (`[T, C]`, weight tap-major `wt` `[k, C]`):
+/// `dz ← dy · SiLU'(conv(x))` (scratch), `dx[t'] += Σ_j w_j · dz[t' + (k−1−j)·r]` and
+/// `dwt[j] += Σ_t dz[t] · x[t − (k−1−j)·r]`.
+#[allow(clippy::too_many_arguments)] // flat kernel arguments
+#[inline(always)]
+fn conv_silu_backward_seq(x: &[f32], wt: &[f32], dy: &[f32], t: usize, c: usize, k: usize, r: usize, dz: &mut [f32], dx: &mut [f32], dwt: &mut [f32]) {
+    conv_seq(x, wt, t, c, k, r, dz);
+    for (z, &g) in dz.iter_mut().zip(dy) {
+        let s = sigmoid(*z);
+        *z = g * s * (1.0 + *z * (1.0 - s));
+    }
+    for j in 0..k {
+        let shift = (k - 1 - j) * r;
+        let (wj, dwj) = (&wt[j * c..(j + 1) * c], &mut dwt[j * c..(j + 1) * c]);
+        for ti in shift..t {
+            let (d, src, o) = (&dz[ti * c..(ti + 1) * c], &x[(ti - shift) * c..(ti - shift + 1) * c], ti - shift);
+            for ((dxo, &w), &d) in dx[o * c..(o + 1) * c].iter_mut().zip(wj).zip(d) {
+                *dxo += w * d;
+            }
+            for ((dw, &d), &x) in dwj.iter_mut().zip(d).zip(src) {
+                *dw += d * x;
+            }
+        }
+    }
+}
+
 simd_kernel! {
     fn conv_silu_flex(x: &FlexTensor, w: &FlexTensor, r: usize) -> FlexTensor {
         let (b, t, c, k) = conv_dims(x, w);
@@ -1026,25 +1052,7 @@ simd_kernel! {
             for (i, dxs) in dx.chunks_exact_mut(t * c).enumerate() {
                 let at = (b0 + i) * t * c;
                 let (xq, g) = (&xs[at..at + t * c], &dy[at..at + t * c]);
-                conv_seq(xq, &ws, t, c, k, r, &mut dz);
-                for (z, &g) in dz.iter_mut().zip(g) {
-                    let s = sigmoid(*z);
-                    *z = g * s * (1.0 + *z * (1.0 - s));
-                }
-                for j in 0..k {
-                    let shift = (k - 1 - j) * r;
-                    let (wj, dwj) = (&ws[j * c..(j + 1) * c], &mut dw[j * c..(j + 1) * c]);
-                    for ti in shift..t {
-                        let (d, src, o) = (&dz[ti * c..(ti + 1) * c], &xq[(ti - shift) * c..(ti - shift + 1) * c], ti - shift);
-                        let dxo = &mut dxs[o * c..(o + 1) * c];
-                        for ((dxo, &w), &d) in dxo.iter_mut().zip(wj).zip(d) {
-                            *dxo += w * d;
-                        }
-                        for ((dw, &d), &x) in dwj.iter_mut().zip(d).zip(src) {
-                            *dw += d * x;
-                        }
-                    }
-                }
+                conv_silu_backward_seq(xq, &ws, g, t, c, k, r, &mut dz, dxs, dw);
             }
         });
         (flex_f32(dx, vec![b, t, c]), flex_f32(transpose(&dwt, k, c), vec![c, k]))
@@ -1175,27 +1183,9 @@ simd_kernel! {
                 let seq = s0 + i;
                 inp.gate_seq(seq, p, &mut rows, &mut vt, &mut c, &mut qk);
                 let g = &dy[seq * t * d..(seq + 1) * t * d];
-                // dz = dy · SiLU'(z), in place of z.
-                conv_seq(&c, &inp.wt, t, d, taps, r, &mut z);
-                for (z, &g) in z.iter_mut().zip(g) {
-                    let s = sigmoid(*z);
-                    *z = g * s * (1.0 + *z * (1.0 - s));
-                }
-                // dc[t'] = Σ_j w_j · dz[t' + shift_j]; dw_j += Σ_t dz[t] · c[t − shift_j].
+                // dc = the convolution's input gradient; dw (tap-major) accumulates.
                 dc.iter_mut().for_each(|x| *x = 0.0);
-                for j in 0..taps {
-                    let shift = (taps - 1 - j) * r;
-                    let (wj, dwj) = (&inp.wt[j * d..(j + 1) * d], &mut dwt[j * d..(j + 1) * d]);
-                    for ti in shift..t {
-                        let (dzr, src, o) = (&z[ti * d..(ti + 1) * d], &c[(ti - shift) * d..(ti - shift + 1) * d], ti - shift);
-                        for ((dco, &w), &dz) in dc[o * d..(o + 1) * d].iter_mut().zip(wj).zip(dzr) {
-                            *dco += w * dz;
-                        }
-                        for ((dw, &dz), &x) in dwj.iter_mut().zip(dzr).zip(src) {
-                            *dw += dz * x;
-                        }
-                    }
-                }
+                conv_silu_backward_seq(&c, &inp.wt, g, t, d, taps, r, &mut z, &mut dc, dwt);
                 let (dv, rest) = out.split_at_mut(t * d);
                 let (dk, dh) = rest.split_at_mut(t * d);
                 for (ti, &GateRow { rq, rk, rc, s, alpha }) in rows.iter().enumerate() {
