@@ -23,7 +23,7 @@ use crate::cost::{cost, Cost};
 use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::{DataConfig, PreparedData};
 use crate::engram::{EngramConfig, EngramMemory};
-use crate::hashing::{default_rng, NgramHasher};
+use crate::hashing::{default_rng, NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::turns::Turn;
 use crate::table::EngramTable;
@@ -375,6 +375,11 @@ pub struct RunOptions {
     /// Take turns with other runs in other threads (interleaved timing): hold the turn for the
     /// set-up, each step and the final evaluation. See [`crate::turns`].
     pub turns: Option<Arc<Turn>>,
+    /// Run each step on this thread alone. By default, with two or more cores, the Engram
+    /// tables' update and the next step's batch (hashing and gathering its rows) run on a
+    /// second core while the backbone's optimiser steps; the results are bit-identical either
+    /// way.
+    pub sequential: bool,
 }
 
 /// The model's Engram state: the hashing used by the batcher and one table per layer.
@@ -414,6 +419,32 @@ fn memories(batch: &HostBatch, tables: &[EngramTable], heads: usize, device: &De
         out.push(EngramMemory::upload(std::mem::take(buf), table.dim(), &layer.inverse, batch.batch, batch.seq_len, heads, device, track));
     }
     Ok(out)
+}
+
+/// A training batch made ahead of its step, with its rows already gathered from the tables.
+struct Prepared {
+    batch: HostBatch,
+    /// Gathered rows, one buffer per Engram layer.
+    rows: Vec<Vec<f32>>,
+    /// The sampling generator after this batch's window starts were drawn.
+    rng: Pcg64,
+}
+
+/// Draw the next training batch's windows from a copy of `rng`, make the batch and gather its
+/// rows from `tables` (as they are after this step's update): the first part of the next step,
+/// done while the backbone's optimiser runs. `None` when anything fails; the next step then
+/// makes the batch itself and reports the error there.
+fn prepare_next(batcher: &mut Batcher, stream: &[u32], rng: &Pcg64, tables: &[EngramTable], mut batch: HostBatch) -> Option<Prepared> {
+    let mut rng = rng.clone();
+    let starts = batcher.sample_starts(stream.len(), &mut rng);
+    batcher.make(stream, &starts, &mut batch).ok()?;
+    let mut rows = Vec::with_capacity(tables.len());
+    for (layer, table) in batch.layers.iter().zip(tables) {
+        let mut buf = Vec::new();
+        table.gather(&layer.uniq, &mut buf).ok()?;
+        rows.push(buf);
+    }
+    Some(Prepared { batch, rows, rng })
 }
 
 /// Mean validation loss of `model` over `starts` windows of `stream`.
@@ -561,6 +592,10 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     let interactive = opts.progress && !bar.is_hidden();
 
     let mut batch = HostBatch::default();
+    // The next step's batch when the second core prepared it, and a batch whose buffers it
+    // reuses.
+    let mut prepared: Option<Prepared> = None;
+    let mut spare_batch = HostBatch::default();
     let mut buf = Vec::new();
     let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
     let t_train = Instant::now();
@@ -570,10 +605,22 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         let _turn = opts.turns.as_deref().map(Turn::hold);
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
-        let starts = batcher.sample_starts(data.train.len(), &mut rng);
-        batcher.make(&data.train, &starts, &mut batch)?;
+        let mems = match prepared.take() {
+            Some(p) => {
+                batch = p.batch;
+                rng = p.rng;
+                let dims = tables.iter().map(EngramTable::dim);
+                (p.rows.into_iter().zip(&batch.layers).zip(dims))
+                    .map(|((rows, layer), dim)| EngramMemory::upload(rows, dim, &layer.inverse, batch.batch, batch.seq_len, heads, &train_device, true))
+                    .collect()
+            }
+            None => {
+                let starts = batcher.sample_starts(data.train.len(), &mut rng);
+                batcher.make(&data.train, &starts, &mut batch)?;
+                memories(&batch, &tables, heads, &train_device, true, &mut buf)?
+            }
+        };
         let (x, y) = upload_batch(&batch, &train_device);
-        let mems = memories(&batch, &tables, heads, &train_device, true, &mut buf)?;
         let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
         let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
         let loss = match (aux, &cfg.model.moe) {
@@ -603,17 +650,28 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             }
             Ok(())
         };
-        if tables.is_empty() || crate::runtime::n_threads() < 2 {
+        if tables.is_empty() || opts.sequential || crate::runtime::n_threads() < 2 {
             update_tables(&mut tables)?;
             model = optim.step(lr, model, grads);
         } else {
+            // The second core also makes the next step's batch and gathers its rows from the
+            // updated tables: the same work on the same values in the same order as at the
+            // start of the next step, so results are unchanged. The generator it draws from is
+            // a copy; `rng` advances when the next step takes the batch, so a checkpoint
+            // written at the end of this step holds the state before that draw.
+            let last = step + 1 == tc.steps;
+            let spare = std::mem::take(&mut spare_batch);
             let (stepped, updated) = std::thread::scope(|scope| {
-                let worker = scope.spawn(|| update_tables(&mut tables));
+                let worker = scope.spawn(|| {
+                    update_tables(&mut tables)?;
+                    Ok::<_, TrainError>(if last { None } else { prepare_next(&mut batcher, &data.train, &rng, &tables, spare) })
+                });
                 let stepped = optim.step(lr, model, grads);
                 (stepped, worker.join().expect("table update panicked"))
             });
             model = stepped;
-            updated?;
+            prepared = updated?;
+            spare_batch = std::mem::take(&mut batch);
         }
         let dt = t0.elapsed().as_secs_f64();
         step_times.push(dt);

@@ -271,7 +271,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         prepare_run_dir(dir, args.overwrite)?;
     }
     let data = load_data(&cfg.data)?;
-    let opts = RunOptions { progress: !args.no_progress, eval_memory_off: cfg.model.engram.is_some(), checkpoints: true, resume, turns: None };
+    let opts = RunOptions { progress: !args.no_progress, eval_memory_off: cfg.model.engram.is_some(), checkpoints: true, resume, turns: None, sequential: false };
     let r = engram::train::run(&cfg, &data, &device, dir, &opts).map_err(|e| explain(e, dir))?;
     println!(
         "{}: val loss {:.4} after {} steps ({} tokens, {:.0} tok/s); results in {}",
