@@ -97,6 +97,16 @@ pub enum TableError {
         /// Row width.
         dim: usize,
     },
+    /// Row ids that must be strictly ascending are not.
+    #[error("{what} row ids must be strictly ascending: {prev} is followed by {row}")]
+    RowsNotAscending {
+        /// Which list: the rows to update or the rows to gather.
+        what: &'static str,
+        /// The earlier id.
+        prev: u32,
+        /// The id that follows it.
+        row: u32,
+    },
     /// Raw data loaded into a table has the wrong size.
     #[error("table data has {got} values, expected {expected}")]
     DataShape {
@@ -336,6 +346,99 @@ impl EngramTable {
         Ok(())
     }
 
+    /// One row-sparse Adam step for the rows `uniq` (like [`EngramTable::adam_step`] in
+    /// [`UpdateMode::Sparse`]), then a copy of the rows `next` into `out` (like
+    /// [`EngramTable::gather`]) — split into [`TableBlock`]s that any threads may run, in any
+    /// order, with a bit-identical result.
+    ///
+    /// Each block owns a range of rows: it updates the rows of `uniq` in its range, then copies
+    /// the rows of `next` in its range into their place in `out`. The ranges tile the table, so
+    /// every row is updated before it is copied. About `block_rows` rows of `uniq` per block.
+    /// The step counter advances here, once. Both lists must be strictly ascending (the
+    /// batcher's unique-row pass gives them so); on any error nothing has changed.
+    ///
+    /// ```
+    /// use engram::table::{EngramTable, TableAdam};
+    /// let mut table = EngramTable::new(1000, 4, 0.02, 7);
+    /// let (uniq, grads) = (vec![3, 500, 999], vec![0.1f32; 12]);
+    /// let next = vec![3, 4];
+    /// let mut rows = Vec::new();
+    /// let blocks = table.update_then_gather(&uniq, &grads, 1e-3, &TableAdam::default(), &next, &mut rows, 2).unwrap();
+    /// std::thread::scope(|s| {
+    ///     for block in blocks {
+    ///         s.spawn(move || block.run());
+    ///     }
+    /// });
+    /// assert_eq!(rows.len(), 2 * 4);
+    /// assert_eq!(table.step(), 1);
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_then_gather<'a>(
+        &'a mut self,
+        uniq: &'a [u32],
+        grads: &'a [f32],
+        lr: f32,
+        adam: &TableAdam,
+        next: &'a [u32],
+        out: &'a mut Vec<f32>,
+        block_rows: usize,
+    ) -> Result<Vec<TableBlock<'a>>, TableError> {
+        self.check_rows(uniq)?;
+        self.check_rows(next)?;
+        for (what, ids) in [("updated", uniq), ("gathered", next)] {
+            if let Some(w) = ids.windows(2).find(|w| w[0] >= w[1]) {
+                return Err(TableError::RowsNotAscending { what, prev: w[0], row: w[1] });
+            }
+        }
+        let dim = self.dim;
+        if grads.len() != uniq.len() * dim {
+            return Err(TableError::GradShape { got: grads.len(), expected: uniq.len() * dim, uniq: uniq.len(), dim });
+        }
+        let c = self.next_coeffs(lr, adam);
+        out.clear();
+        out.resize(next.len() * dim, 0.0);
+        let chunks: Vec<&[u32]> = if uniq.is_empty() { vec![uniq] } else { uniq.chunks(block_rows.max(1)).collect() };
+        let n = chunks.len();
+        let (mut w, mut m, mut v) = (&mut self.weights[..], &mut self.m[..], &mut self.v[..]);
+        let (mut out, mut next, mut grads) = (&mut out[..], next, grads);
+        let mut blocks = Vec::with_capacity(n);
+        let mut lo = 0usize;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let hi = if i + 1 == n { self.rows } else { uniq[(i + 1) * block_rows.max(1)] as usize };
+            let take = (hi - lo) * dim;
+            let (bw, rest) = std::mem::take(&mut w).split_at_mut(take);
+            w = rest;
+            let (bm, rest) = std::mem::take(&mut m).split_at_mut(take);
+            m = rest;
+            let (bv, rest) = std::mem::take(&mut v).split_at_mut(take);
+            v = rest;
+            let (bg, rest) = grads.split_at(chunk.len() * dim);
+            grads = rest;
+            let k = next.partition_point(|&r| (r as usize) < hi);
+            let (bn, rest) = next.split_at(k);
+            next = rest;
+            let (bo, rest) = std::mem::take(&mut out).split_at_mut(k * dim);
+            out = rest;
+            blocks.push(TableBlock { c, dim, first_row: lo, uniq: chunk, grads: bg, weights: bw, m: bm, v: bv, next: bn, out: bo });
+            lo = hi;
+        }
+        Ok(blocks)
+    }
+
+    /// Advance the step counter and return the Adam coefficients of the new step.
+    fn next_coeffs(&mut self, lr: f32, adam: &TableAdam) -> AdamCoeffs {
+        self.step += 1;
+        let t = self.step as i32;
+        AdamCoeffs {
+            lr,
+            b1: adam.beta1,
+            b2: adam.beta2,
+            eps: adam.eps,
+            bc1: 1.0 - adam.beta1.powi(t),
+            bc2: 1.0 - adam.beta2.powi(t),
+        }
+    }
+
     /// One Adam step at learning rate `lr` with gradient `grads` (`[uniq.len(), dim]`) for the
     /// distinct rows `uniq`. See the module docs for the lazy semantics of [`UpdateMode::Sparse`].
     /// `uniq` must not repeat a row (the batcher's unique-row pass guarantees it).
@@ -352,18 +455,9 @@ impl EngramTable {
         if grads.len() != uniq.len() * dim {
             return Err(TableError::GradShape { got: grads.len(), expected: uniq.len() * dim, uniq: uniq.len(), dim });
         }
-        self.step += 1;
-        let t = self.step as i32;
-        let c = AdamCoeffs {
-            lr,
-            b1: adam.beta1,
-            b2: adam.beta2,
-            eps: adam.eps,
-            bc1: 1.0 - adam.beta1.powi(t),
-            bc2: 1.0 - adam.beta2.powi(t),
-        };
+        let c = self.next_coeffs(lr, adam);
         match mode {
-            UpdateMode::Sparse => sparse_update(&c, uniq, grads, dim, &mut self.weights, &mut self.m, &mut self.v),
+            UpdateMode::Sparse => sparse_update(&c, uniq, grads, dim, 0, &mut self.weights, &mut self.m, &mut self.v),
             UpdateMode::Dense => {
                 // Scatter the sparse gradient into a dense one (rows not looked up get zeros),
                 // then update every row: the O(rows) baseline.
@@ -391,6 +485,37 @@ impl EngramTable {
     }
 }
 
+/// Part of one [`EngramTable::update_then_gather`]: the rows of one range of the table to
+/// update, then to copy out. Blocks of one call touch disjoint memory.
+pub struct TableBlock<'a> {
+    c: AdamCoeffs,
+    dim: usize,
+    /// First row of the range; `weights`, `m` and `v` start there.
+    first_row: usize,
+    uniq: &'a [u32],
+    grads: &'a [f32],
+    weights: &'a mut [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    next: &'a [u32],
+    out: &'a mut [f32],
+}
+
+impl TableBlock<'_> {
+    /// Update this range's rows, then copy its gathered rows out.
+    pub fn run(self) {
+        let Self { c, dim, first_row, uniq, grads, weights, m, v, next, out } = self;
+        sparse_update(&c, uniq, grads, dim, first_row, weights, m, v);
+        for (i, (&r, dst)) in next.iter().zip(out.chunks_exact_mut(dim)).enumerate() {
+            if let Some(&ahead) = next.get(i + PREFETCH_AHEAD) {
+                prefetch_row(weights, ahead as usize - first_row, dim);
+            }
+            let r = r as usize - first_row;
+            dst.copy_from_slice(&weights[r * dim..(r + 1) * dim]);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct AdamCoeffs {
     lr: f32,
@@ -402,15 +527,18 @@ struct AdamCoeffs {
 }
 
 simd_kernel! {
-    /// The lazy Adam update of rows `uniq` (gradient rows `grads`), in that order.
-    fn sparse_update(c: &AdamCoeffs, uniq: &[u32], grads: &[f32], dim: usize, weights: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    /// The lazy Adam update of rows `uniq` (gradient rows `grads`), in that order; `weights`,
+    /// `m` and `v` start at row `first_row`.
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_update(c: &AdamCoeffs, uniq: &[u32], grads: &[f32], dim: usize, first_row: usize, weights: &mut [f32], m: &mut [f32], v: &mut [f32]) {
         for (i, &r) in uniq.iter().enumerate() {
             if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
                 for buf in [&*weights, &*m, &*v] {
-                    prefetch_row(buf, ahead as usize, dim);
+                    prefetch_row(buf, ahead as usize - first_row, dim);
                 }
             }
-            let span = r as usize * dim..(r as usize + 1) * dim;
+            let r = r as usize - first_row;
+            let span = r * dim..(r + 1) * dim;
             c.update(&mut weights[span.clone()], &mut m[span.clone()], &mut v[span], &grads[i * dim..(i + 1) * dim]);
         }
     }
@@ -471,6 +599,89 @@ mod tests {
         assert_eq!(&out[4..8], &t.weights()[0..4]);
         assert_eq!(&out[8..12], &t.weights()[396..400]);
         assert_eq!(t.gather(&[100], &mut out), Err(TableError::RowOutOfRange { row: 100, rows: 100 }));
+    }
+
+    /// Ascending distinct rows of `0..rows`, each kept with probability about `keep`/64.
+    fn some_rows(rows: u32, keep: u64, seed: u64) -> Vec<u32> {
+        let mut state = seed;
+        (0..rows).filter(|_| splitmix64(&mut state) % 64 < keep).collect()
+    }
+
+    #[test]
+    fn blocked_update_then_gather_equals_adam_step_then_gather_in_any_order() {
+        let (rows, dim) = (3000, 5);
+        let adam = TableAdam::default();
+        for (block_rows, seed) in [(1, 1), (7, 2), (64, 3), (100_000, 4)] {
+            let mut blocked = EngramTable::new(rows, dim, 1.0, seed);
+            let mut plain = blocked.clone();
+            for step in 0..3u64 {
+                let uniq = some_rows(rows as u32, 20, seed * 10 + step);
+                let next = some_rows(rows as u32, 20, seed * 10 + step + 100);
+                assert!(uniq.iter().any(|r| next.contains(r)), "the two batches share rows");
+                let g = grads_for(&uniq, dim, step as f32);
+                let lr = 1e-2 * (step + 1) as f32;
+                let mut got = vec![7.0; 3]; // replaced, not appended to
+                let mut blocks = blocked.update_then_gather(&uniq, &g, lr, &adam, &next, &mut got, block_rows).unwrap();
+                assert_eq!(blocks.len(), uniq.len().div_ceil(block_rows));
+                // Last block first, and the rest on two threads: the order must not matter.
+                let last = blocks.pop().unwrap();
+                last.run();
+                let (a, b): (Vec<_>, Vec<_>) = blocks.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                std::thread::scope(|s| {
+                    for half in [a, b] {
+                        s.spawn(move || half.into_iter().rev().for_each(|(_, block)| block.run()));
+                    }
+                });
+                plain.adam_step(&uniq, &g, lr, &adam, UpdateMode::Sparse).unwrap();
+                let mut want = Vec::new();
+                plain.gather(&next, &mut want).unwrap();
+                assert_eq!(got, want, "block_rows {block_rows}, step {step}: gathered rows");
+                assert_eq!(blocked.weights(), plain.weights());
+                assert_eq!(blocked.moments(), plain.moments());
+                assert_eq!(blocked.step(), plain.step());
+            }
+        }
+    }
+
+    #[test]
+    fn update_then_gather_with_no_update_or_no_gather() {
+        let mut t = EngramTable::new(50, 3, 1.0, 4);
+        let before = t.clone();
+        let mut out = Vec::new();
+        for block in t.update_then_gather(&[], &[], 1e-2, &TableAdam::default(), &[0, 49], &mut out, 8).unwrap() {
+            block.run();
+        }
+        assert_eq!(out, [&before.weights()[..3], &before.weights()[147..]].concat());
+        assert_eq!(t.weights(), before.weights());
+        assert_eq!(t.step(), 1);
+        let g = grads_for(&[10], 3, 0.0);
+        for block in t.update_then_gather(&[10], &g, 1e-2, &TableAdam::default(), &[], &mut out, 8).unwrap() {
+            block.run();
+        }
+        assert!(out.is_empty());
+        assert_ne!(&t.weights()[30..33], &before.weights()[30..33]);
+    }
+
+    #[test]
+    fn update_then_gather_rejects_bad_input_and_changes_nothing() {
+        let mut t = EngramTable::new(100, 2, 1.0, 3);
+        let before = t.clone();
+        let adam = TableAdam::default();
+        let mut out = vec![1.0];
+        let g2 = vec![0.5; 4];
+        let cases: [(&[u32], &[f32], &[u32], TableError); 5] = [
+            (&[5, 3], &g2, &[], TableError::RowsNotAscending { what: "updated", prev: 5, row: 3 }),
+            (&[3, 5], &g2, &[8, 8], TableError::RowsNotAscending { what: "gathered", prev: 8, row: 8 }),
+            (&[3, 100], &g2, &[], TableError::RowOutOfRange { row: 100, rows: 100 }),
+            (&[3, 5], &g2, &[200], TableError::RowOutOfRange { row: 200, rows: 100 }),
+            (&[3, 5], &g2[..3], &[], TableError::GradShape { got: 3, expected: 4, uniq: 2, dim: 2 }),
+        ];
+        for (uniq, g, next, want) in cases {
+            assert_eq!(t.update_then_gather(uniq, g, 1e-2, &adam, next, &mut out, 1).err(), Some(want));
+            assert_eq!(t.weights(), before.weights());
+            assert_eq!(t.step(), 0);
+            assert_eq!(out, [1.0]);
+        }
     }
 
     #[test]

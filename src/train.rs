@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -26,7 +26,7 @@ use crate::engram::{EngramConfig, EngramMemory};
 use crate::hashing::{default_rng, NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::turns::Turn;
-use crate::table::EngramTable;
+use crate::table::{EngramTable, TableBlock, UpdateMode};
 use crate::ConfigError;
 
 /// Optimisation and evaluation settings.
@@ -430,21 +430,16 @@ struct Prepared {
     rng: Pcg64,
 }
 
-/// Draw the next training batch's windows from a copy of `rng`, make the batch and gather its
-/// rows from `tables` (as they are after this step's update): the first part of the next step,
-/// done while the backbone's optimiser runs. `None` when anything fails; the next step then
-/// makes the batch itself and reports the error there.
-fn prepare_next(batcher: &mut Batcher, stream: &[u32], rng: &Pcg64, tables: &[EngramTable], mut batch: HostBatch) -> Option<Prepared> {
-    let mut rng = rng.clone();
-    let starts = batcher.sample_starts(stream.len(), &mut rng);
-    batcher.make(stream, &starts, &mut batch).ok()?;
-    let mut rows = Vec::with_capacity(tables.len());
-    for (layer, table) in batch.layers.iter().zip(tables) {
-        let mut buf = Vec::new();
-        table.gather(&layer.uniq, &mut buf).ok()?;
-        rows.push(buf);
+/// Rows of a table's update per [`TableBlock`] (see [`EngramTable::update_then_gather`]).
+const TABLE_BLOCK_ROWS: usize = 512;
+
+/// Run queued table blocks until none is left.
+fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
+    loop {
+        let block = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let Some(block) = block else { break };
+        block.run();
     }
-    Some(Prepared { batch, rows, rng })
 }
 
 /// Mean validation loss of `model` over `starts` windows of `stream`.
@@ -654,23 +649,56 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             update_tables(&mut tables)?;
             model = optim.step(lr, model, grads);
         } else {
-            // The second core also makes the next step's batch and gathers its rows from the
-            // updated tables: the same work on the same values in the same order as at the
-            // start of the next step, so results are unchanged. The generator it draws from is
-            // a copy; `rng` advances when the next step takes the batch, so a checkpoint
-            // written at the end of this step holds the state before that draw.
-            let last = step + 1 == tc.steps;
-            let spare = std::mem::take(&mut spare_batch);
-            let (stepped, updated) = std::thread::scope(|scope| {
-                let worker = scope.spawn(|| {
-                    update_tables(&mut tables)?;
-                    Ok::<_, TrainError>(if last { None } else { prepare_next(&mut batcher, &data.train, &rng, &tables, spare) })
+            // The second core makes the next step's batch (from a copy of the generator: `rng`
+            // advances when the next step takes the batch, so a checkpoint written at the end
+            // of this step holds the state before that draw), then updates the tables and
+            // gathers the next batch's rows from them. With the row-sparse update, these two
+            // run as blocks of rows ([`EngramTable::update_then_gather`]) that this thread
+            // helps with once the backbone's optimiser is done. The same values in the same
+            // order as a sequential step, so results are bit-identical.
+            let e = ecfg.as_ref().expect("tables exist only with an Engram config");
+            let (last, table_lr) = (step + 1 == tc.steps, (lr * e.table_lr_mult) as f32);
+            let queue = Mutex::new(Vec::new());
+            let mut next_rng = rng.clone();
+            let mut next_batch = std::mem::take(&mut spare_batch);
+            let mut next_rows: Vec<Vec<f32>> = Vec::new();
+            let (stepped, made) = std::thread::scope(|scope| {
+                let (tables, queue, batcher, this_batch, row_grads) = (&mut tables, &queue, &mut batcher, &batch, &row_grads);
+                let (next_batch, next_rows, next_rng) = (&mut next_batch, &mut next_rows, &mut next_rng);
+                let worker = scope.spawn(move || -> Result<bool, TrainError> {
+                    let starts = batcher.sample_starts(data.train.len(), next_rng);
+                    if last || batcher.make(&data.train, &starts, next_batch).is_err() {
+                        // Nothing to prepare, or an error the next step reports itself.
+                        update_tables(tables)?;
+                        return Ok(false);
+                    }
+                    let next: &HostBatch = next_batch;
+                    next_rows.resize_with(tables.len(), Vec::new);
+                    if e.update == UpdateMode::Sparse {
+                        let mut blocks = Vec::new();
+                        for (((table, layer), g), (next_layer, out)) in
+                            tables.iter_mut().zip(&this_batch.layers).zip(row_grads).zip(next.layers.iter().zip(next_rows.iter_mut()))
+                        {
+                            blocks.extend(table.update_then_gather(&layer.uniq, g, table_lr, &e.table_adam, &next_layer.uniq, out, TABLE_BLOCK_ROWS)?);
+                        }
+                        *queue.lock().unwrap_or_else(PoisonError::into_inner) = blocks;
+                        run_blocks(queue);
+                    } else {
+                        update_tables(tables)?;
+                        for ((table, layer), out) in tables.iter().zip(&next.layers).zip(next_rows.iter_mut()) {
+                            table.gather(&layer.uniq, out)?;
+                        }
+                    }
+                    Ok(true)
                 });
                 let stepped = optim.step(lr, model, grads);
+                run_blocks(queue);
                 (stepped, worker.join().expect("table update panicked"))
             });
             model = stepped;
-            prepared = updated?;
+            if made? {
+                prepared = Some(Prepared { batch: next_batch, rows: next_rows, rng: next_rng });
+            }
             spare_batch = std::mem::take(&mut batch);
         }
         let dt = t0.elapsed().as_secs_f64();

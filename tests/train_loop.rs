@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use engram::data::{DataConfig, PreparedData};
 use engram::engram::EngramConfig;
 use engram::model::ModelConfig;
+use engram::table::UpdateMode;
 use engram::checkpoint;
 use engram::train::{run, ExperimentConfig, RunOptions, RunResult, TrainConfig};
 
@@ -62,30 +63,34 @@ fn a_few_training_steps_reduce_the_loss_and_write_the_run_directory() {
 #[test]
 fn overlapping_the_table_update_and_next_batch_with_the_optimiser_changes_no_bit() {
     // With two or more cores, `run` updates the tables and prepares the next batch on a second
-    // core; `sequential` does everything on one thread. Both must train the same model.
+    // core (with the row-sparse update, in blocks of rows that both threads take); `sequential`
+    // does everything on one thread. Both must train the same model.
     let data = PreparedData::prepare(&small_config(true).data).unwrap();
-    let mut cfg = small_config(true);
-    cfg.train.checkpoint_every = 0;
-    let mut results = Vec::new();
-    for sequential in [false, true] {
-        let dir = temp_dir(&format!("overlap-{sequential}"));
-        let opts = RunOptions { eval_memory_off: true, checkpoints: true, sequential, ..RunOptions::default() };
-        let r = run(&cfg, &data, &Device::flex(), &dir, &opts).unwrap();
-        let ck = checkpoint::read(&dir).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        results.push((r, ck));
+    for update in [UpdateMode::Sparse, UpdateMode::Dense] {
+        let mut cfg = small_config(true);
+        cfg.train.checkpoint_every = 0;
+        cfg.model.engram.as_mut().unwrap().update = update;
+        let mut results = Vec::new();
+        for sequential in [false, true] {
+            let dir = temp_dir(&format!("overlap-{update:?}-{sequential}"));
+            let opts = RunOptions { eval_memory_off: true, checkpoints: true, sequential, ..RunOptions::default() };
+            let r = run(&cfg, &data, &Device::flex(), &dir, &opts).unwrap();
+            let ck = checkpoint::read(&dir).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            results.push((r, ck));
+        }
+        let bits = |(r, ck): &(RunResult, checkpoint::Checkpoint)| {
+            let curve: Vec<_> = r.curve.iter().map(|row| (row.step, row.train_loss.to_bits(), row.val_loss.to_bits())).collect();
+            let tables: Vec<_> = ck.tables.iter().map(|t| (t.step, t.weights.iter().chain(&t.m).chain(&t.v).map(|x| x.to_bits()).collect::<Vec<_>>())).collect();
+            // The backbone is compared through its losses: the checkpoint's module record also
+            // holds parameter ids, which differ from run to run.
+            (curve, r.val_loss.to_bits(), r.val_loss_memory_off.map(f32::to_bits), ck.progress.rng.clone(), tables)
+        };
+        let (overlapped, sequential) = (bits(&results[0]), bits(&results[1]));
+        assert_eq!(overlapped.0.iter().filter(|row| f32::from_bits(row.2).is_finite()).count(), 2, "two evaluations");
+        assert_eq!(overlapped.4[0].0, cfg.train.steps as u64, "one table step per training step");
+        assert!(overlapped == sequential, "{update:?}: the overlapped run differs from the sequential one");
     }
-    let bits = |(r, ck): &(RunResult, checkpoint::Checkpoint)| {
-        let curve: Vec<_> = r.curve.iter().map(|row| (row.step, row.train_loss.to_bits(), row.val_loss.to_bits())).collect();
-        let tables: Vec<_> = ck.tables.iter().map(|t| (t.step, t.weights.iter().chain(&t.m).chain(&t.v).map(|x| x.to_bits()).collect::<Vec<_>>())).collect();
-        // The backbone is compared through its losses: the checkpoint's module record also
-        // holds parameter ids, which differ from run to run.
-        (curve, r.val_loss.to_bits(), r.val_loss_memory_off.map(f32::to_bits), ck.progress.rng.clone(), tables)
-    };
-    let (overlapped, sequential) = (bits(&results[0]), bits(&results[1]));
-    assert_eq!(overlapped.0.iter().filter(|row| f32::from_bits(row.2).is_finite()).count(), 2, "two evaluations");
-    assert_eq!(overlapped.4[0].0, cfg.train.steps as u64, "one table step per training step");
-    assert!(overlapped == sequential, "the overlapped run differs from the sequential one");
 }
 
 #[test]
