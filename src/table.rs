@@ -16,6 +16,12 @@
 //! only that leaf, and [`EngramTable::adam_step`] updates only those rows and their moments.
 //! The cost of a step is O(U · d_head), independent of the number of rows.
 //!
+//! A training loop that already knows its next batch can fuse the update with the next
+//! gather: [`EngramTable::update_then_gather`] splits both into blocks of row ranges that any
+//! threads may run in any order (the crate's loop shares them between the thread that steps
+//! the backbone's optimiser and a second one), with the same result as `adam_step` followed by
+//! `gather`.
+//!
 //! # Lazy Adam semantics (documented deviation from dense Adam)
 //! * One step counter per table (like PyTorch `SparseAdam`), incremented once per
 //!   [`EngramTable::adam_step`] call; bias correction uses that global step.
@@ -669,7 +675,8 @@ mod tests {
         let adam = TableAdam::default();
         let mut out = vec![1.0];
         let g2 = vec![0.5; 4];
-        let cases: [(&[u32], &[f32], &[u32], TableError); 5] = [
+        type Case<'a> = (&'a [u32], &'a [f32], &'a [u32], TableError);
+        let cases: [Case; 5] = [
             (&[5, 3], &g2, &[], TableError::RowsNotAscending { what: "updated", prev: 5, row: 3 }),
             (&[3, 5], &g2, &[8, 8], TableError::RowsNotAscending { what: "gathered", prev: 8, row: 8 }),
             (&[3, 100], &g2, &[], TableError::RowOutOfRange { row: 100, rows: 100 }),

@@ -636,7 +636,8 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             .collect();
         let grads = GradientsParams::from_grads(grads, &model);
         // The tables' update and the backbone's are independent: with a second core, the
-        // tables update on it while the backbone's optimizer runs here.
+        // tables update on it (and, below, share out the rest) while the backbone's optimizer
+        // runs here.
         let update_tables = |tables: &mut Vec<EngramTable>| -> Result<(), TrainError> {
             if let Some(e) = &ecfg {
                 for ((table, layer), g) in tables.iter_mut().zip(&batch.layers).zip(&row_grads) {
