@@ -796,16 +796,22 @@ simd_kernel! {
         if d > 0 {
             par_units(&mut out, d, MIN_ELEMS_PER_THREAD, |row0, out| {
                 for (r, y) in out.chunks_exact_mut(d).enumerate() {
-                    let row = &xs[(row0 + r) * d..(row0 + r + 1) * d];
-                    let inv = inv_rms(row, eps);
-                    for ((y, &x), &g) in y.iter_mut().zip(row).zip(g.iter()) {
-                        *y = x * inv * g;
-                    }
+                    rms_norm_row(&xs[(row0 + r) * d..(row0 + r + 1) * d], &g, eps, y);
                 }
             });
         }
         flex_f32(out, dims_of(&shape))
     }
+}
+
+/// RMSNorm of one row: `y = x · inv · γ`; returns `inv` = [`inv_rms`] of `x`.
+#[inline(always)]
+fn rms_norm_row(x: &[f32], gamma: &[f32], eps: f64, y: &mut [f32]) -> f32 {
+    let inv = inv_rms(x, eps);
+    for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
+        *y = x * inv * g;
+    }
+    inv
 }
 
 /// `1 / √(mean(row²) + eps)`.
@@ -1118,21 +1124,15 @@ impl<'a> GateConvInputs<'a> {
         for ti in 0..t {
             let at = (seq * t + ti) * d;
             let (v, k, h) = (&self.v[at..at + d], &self.k[at..at + d], &self.h[at..at + d]);
-            let (rq, rk) = (inv_rms(h, p.eps_query), inv_rms(k, p.eps_key));
-            for (((q, &h), &g), (kh, (&k, &gk))) in qhat.iter_mut().zip(h).zip(self.gq.iter()).zip(khat.iter_mut().zip(k.iter().zip(self.gk.iter()))) {
-                *q = h * rq * g;
-                *kh = k * rk * gk;
-            }
+            let rq = rms_norm_row(h, &self.gq, p.eps_query, qhat);
+            let rk = rms_norm_row(k, &self.gk, p.eps_key, khat);
             let s = dot(qhat, khat) * inv_sqrt_d;
             let alpha = sigmoid(s.signum() * if s == 0.0 { 0.0 } else { s.abs().max(crate::engram::GATE_SQRT_CLAMP).sqrt() });
             let (vt, c) = (&mut vt[ti * d..(ti + 1) * d], &mut c[ti * d..(ti + 1) * d]);
             for (o, &v) in vt.iter_mut().zip(v) {
                 *o = alpha * v;
             }
-            let rc = inv_rms(vt, p.eps_conv);
-            for ((c, &x), &g) in c.iter_mut().zip(vt.iter()).zip(self.gc.iter()) {
-                *c = x * rc * g;
-            }
+            let rc = rms_norm_row(vt, &self.gc, p.eps_conv, c);
             rows[ti] = GateRow { rq, rk, rc, s, alpha };
         }
     }
@@ -1193,13 +1193,11 @@ simd_kernel! {
                     let span = ti * d..(ti + 1) * d;
                     let (v, k, h) = (&inp.v[at..at + d], &inp.k[at..at + d], &inp.h[at..at + d]);
                     let (gy, vtr, dcr) = (&g[span.clone()], &vt[span.clone()], &dc[span.clone()]);
-                    // Through RMSNorm_c: dṽ = dy + rc·(dc⊙γc − ĉ·mean(dc⊙γc⊙ĉ)), ĉ = ṽ·rc.
-                    let mean_c = rc * dot3(dcr, &inp.gc, vtr) / d as f32;
+                    // Through RMSNorm_c and the residual: dṽ = dy + RMSNorm_c's input gradient.
                     let dvt = &mut dv[span.clone()]; // dṽ for now, dv below
-                    for j in 0..d {
-                        let chat = vtr[j] * rc;
-                        dgc[j] += dcr[j] * chat;
-                        dvt[j] = gy[j] + rc * (dcr[j] * inp.gc[j] - chat * mean_c);
+                    rms_backward_row(vtr, rc, &inp.gc, dcr, dvt, dgc);
+                    for (o, &g) in dvt.iter_mut().zip(gy) {
+                        *o += g;
                     }
                     // ṽ = α·v: dα = ⟨dṽ, v⟩, dv = α·dṽ.
                     let dalpha = dot(dvt, v);
