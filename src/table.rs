@@ -244,6 +244,19 @@ fn prefetch_row(buf: &[f32], row: usize, dim: usize) {
 }
 
 
+/// Hand the rows `rows` of `buf` (`dim` floats per row, `buf` starting at row `first_row`) to
+/// `put`, in order, prefetching [`PREFETCH_AHEAD`] rows ahead.
+#[inline(always)]
+fn copy_rows(buf: &[f32], first_row: usize, dim: usize, rows: &[u32], mut put: impl FnMut(&[f32])) {
+    for (i, &r) in rows.iter().enumerate() {
+        if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+            prefetch_row(buf, ahead as usize - first_row, dim);
+        }
+        let r = r as usize - first_row;
+        put(&buf[r * dim..(r + 1) * dim]);
+    }
+}
+
 /// Rows per initialisation chunk (the unit that fixes the random stream).
 const INIT_CHUNK_ROWS: usize = 4096;
 
@@ -342,13 +355,7 @@ impl EngramTable {
         self.check_rows(uniq)?;
         out.clear();
         out.reserve(uniq.len() * self.dim);
-        for (i, &r) in uniq.iter().enumerate() {
-            if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
-                prefetch_row(&self.weights, ahead as usize, self.dim);
-            }
-            let r = r as usize;
-            out.extend_from_slice(&self.weights[r * self.dim..(r + 1) * self.dim]);
-        }
+        copy_rows(&self.weights, 0, self.dim, uniq, |row| out.extend_from_slice(row));
         Ok(())
     }
 
@@ -403,14 +410,15 @@ impl EngramTable {
         let c = self.next_coeffs(lr, adam);
         out.clear();
         out.resize(next.len() * dim, 0.0);
-        let chunks: Vec<&[u32]> = if uniq.is_empty() { vec![uniq] } else { uniq.chunks(block_rows.max(1)).collect() };
+        let block_rows = block_rows.max(1);
+        let chunks: Vec<&[u32]> = if uniq.is_empty() { vec![uniq] } else { uniq.chunks(block_rows).collect() };
         let n = chunks.len();
         let (mut w, mut m, mut v) = (&mut self.weights[..], &mut self.m[..], &mut self.v[..]);
         let (mut out, mut next, mut grads) = (&mut out[..], next, grads);
         let mut blocks = Vec::with_capacity(n);
         let mut lo = 0usize;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let hi = if i + 1 == n { self.rows } else { uniq[(i + 1) * block_rows.max(1)] as usize };
+            let hi = if i + 1 == n { self.rows } else { uniq[(i + 1) * block_rows] as usize };
             let take = (hi - lo) * dim;
             let (bw, rest) = std::mem::take(&mut w).split_at_mut(take);
             w = rest;
@@ -512,13 +520,8 @@ impl TableBlock<'_> {
     pub fn run(self) {
         let Self { c, dim, first_row, uniq, grads, weights, m, v, next, out } = self;
         sparse_update(&c, uniq, grads, dim, first_row, weights, m, v);
-        for (i, (&r, dst)) in next.iter().zip(out.chunks_exact_mut(dim)).enumerate() {
-            if let Some(&ahead) = next.get(i + PREFETCH_AHEAD) {
-                prefetch_row(weights, ahead as usize - first_row, dim);
-            }
-            let r = r as usize - first_row;
-            dst.copy_from_slice(&weights[r * dim..(r + 1) * dim]);
-        }
+        let mut dst = out.chunks_exact_mut(dim);
+        copy_rows(weights, first_row, dim, next, |row| dst.next().expect("`out` holds a row per gathered id").copy_from_slice(row));
     }
 }
 

@@ -412,13 +412,22 @@ fn upload_batch(batch: &HostBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2
     (to_t(&batch.inputs), to_t(&batch.targets))
 }
 
-fn memories(batch: &HostBatch, tables: &[EngramTable], heads: usize, device: &Device, track: bool, buf: &mut Vec<f32>) -> Result<Vec<EngramMemory>, TrainError> {
+/// Each Engram layer's rows of `batch`, gathered from its table.
+fn gather_rows(batch: &HostBatch, tables: &[EngramTable]) -> Result<Vec<Vec<f32>>, TrainError> {
     let mut out = Vec::with_capacity(tables.len());
     for (layer, table) in batch.layers.iter().zip(tables) {
-        table.gather(&layer.uniq, buf)?;
-        out.push(EngramMemory::upload(std::mem::take(buf), table.dim(), &layer.inverse, batch.batch, batch.seq_len, heads, device, track));
+        let mut rows = Vec::new();
+        table.gather(&layer.uniq, &mut rows)?;
+        out.push(rows);
     }
     Ok(out)
+}
+
+/// The layers' memories of `batch` on `device`, from their gathered `rows` ([`gather_rows`]).
+fn upload_memories(batch: &HostBatch, rows: Vec<Vec<f32>>, tables: &[EngramTable], heads: usize, device: &Device, track: bool) -> Vec<EngramMemory> {
+    (rows.into_iter().zip(&batch.layers).zip(tables))
+        .map(|((rows, layer), table)| EngramMemory::upload(rows, table.dim(), &layer.inverse, batch.batch, batch.seq_len, heads, device, track))
+        .collect()
 }
 
 /// A training batch made ahead of its step, with its rows already gathered from the tables.
@@ -455,7 +464,6 @@ pub fn evaluate(
 ) -> Result<f32, TrainError> {
     let heads = batcher.engram().map(|e| e.hasher.heads_per_layer()).unwrap_or(0);
     let mut batch = HostBatch::default();
-    let mut buf = Vec::new();
     let mut total = 0.0f64;
     let mut n = 0usize;
     for chunk in starts.chunks(batcher.batch) {
@@ -464,7 +472,7 @@ pub fn evaluate(
         }
         batcher.make(stream, chunk, &mut batch)?;
         let (x, y) = upload_batch(&batch, device);
-        let mems = memories(&batch, tables, heads, device, false, &mut buf)?;
+        let mems = upload_memories(&batch, gather_rows(&batch, tables)?, tables, heads, device, false);
         let (loss, _) = model.loss_with_aux(x, y, &mems, zero_memory);
         total += loss.into_scalar::<f32>() as f64;
         n += 1;
@@ -591,7 +599,6 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     // reuses.
     let mut prepared: Option<Prepared> = None;
     let mut spare_batch = HostBatch::default();
-    let mut buf = Vec::new();
     let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
     let t_train = Instant::now();
     let eval_device = device.clone().without_autodiff();
@@ -600,21 +607,19 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         let _turn = opts.turns.as_deref().map(Turn::hold);
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
-        let mems = match prepared.take() {
+        let rows = match prepared.take() {
             Some(p) => {
                 batch = p.batch;
                 rng = p.rng;
-                let dims = tables.iter().map(EngramTable::dim);
-                (p.rows.into_iter().zip(&batch.layers).zip(dims))
-                    .map(|((rows, layer), dim)| EngramMemory::upload(rows, dim, &layer.inverse, batch.batch, batch.seq_len, heads, &train_device, true))
-                    .collect()
+                p.rows
             }
             None => {
                 let starts = batcher.sample_starts(data.train.len(), &mut rng);
                 batcher.make(&data.train, &starts, &mut batch)?;
-                memories(&batch, &tables, heads, &train_device, true, &mut buf)?
+                gather_rows(&batch, &tables)?
             }
         };
+        let mems = upload_memories(&batch, rows, &tables, heads, &train_device, true);
         let (x, y) = upload_batch(&batch, &train_device);
         let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
         let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
@@ -674,8 +679,8 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                         return Ok(false);
                     }
                     let next: &HostBatch = next_batch;
-                    next_rows.resize_with(tables.len(), Vec::new);
                     if e.update == UpdateMode::Sparse {
+                        next_rows.resize_with(tables.len(), Vec::new);
                         let mut blocks = Vec::new();
                         for (((table, layer), g), (next_layer, out)) in
                             tables.iter_mut().zip(&this_batch.layers).zip(row_grads).zip(next.layers.iter().zip(next_rows.iter_mut()))
@@ -686,9 +691,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                         run_blocks(queue);
                     } else {
                         update_tables(tables)?;
-                        for ((table, layer), out) in tables.iter().zip(&next.layers).zip(next_rows.iter_mut()) {
-                            table.gather(&layer.uniq, out)?;
-                        }
+                        *next_rows = gather_rows(next, tables)?;
                     }
                     Ok(true)
                 });
