@@ -88,11 +88,11 @@ fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
 fn bars(summary: &SweepSummary) -> Vec<(String, Vec<f64>, f64, f64)> {
     let mut out = Vec::new();
     for g in summary.groups.iter().filter(|g| g.group != BASELINE) {
-        let d = paired_differences(&summary.runs, &g.group, BASELINE, |r| Some(r.record.val_loss as f64));
-        out.push((g.group.clone(), d, g.val_loss_mean, g.val_loss_std));
+        let d = paired_differences(&summary.runs, &g.group, BASELINE, |r| Some(r.record.val_bpb));
+        out.push((g.group.clone(), d, g.val_bpb_mean, g.val_bpb_std));
         if g.group == FULL {
-            if let (Some(m), Some(s)) = (g.val_loss_memory_off_mean, g.val_loss_memory_off_std) {
-                let d = paired_differences(&summary.runs, FULL, BASELINE, |r| r.record.val_loss_memory_off.map(f64::from));
+            if let (Some(m), Some(s)) = (g.val_bpb_memory_off_mean, g.val_bpb_memory_off_std) {
+                let d = paired_differences(&summary.runs, FULL, BASELINE, |r| r.record.val_bpb_memory_off);
                 out.push((MEMORY_OFF.into(), d, m, s));
             }
         }
@@ -113,7 +113,7 @@ fn plots(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<String>> {
         anyhow::bail!("no variant shares a seed with the baseline; nothing to plot");
     }
     let title = format!("Engram ablations vs baseline ({} seeds, paired)", summary.seeds);
-    let paths = bar_chart(&title, "Δ validation loss vs baseline (nats/token)", &bars, Some(("baseline (no Engram)", 0.0)), &dir.join("ablation"))?;
+    let paths = bar_chart(&title, "Δ validation bits per byte vs baseline", &bars, Some(("baseline (no Engram)", 0.0)), &dir.join("ablation"))?;
     Ok(paths.iter().map(|p| p.display().to_string()).collect())
 }
 
@@ -122,7 +122,7 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
         .into_iter()
         .map(|(label, d, m, s)| {
             let (dm, ds) = mean_std(&d);
-            serde_json::json!({ "variant": label, "val_loss_mean": m, "val_loss_std": s, "delta_vs_baseline": d, "delta_mean": dm, "delta_std": ds })
+            serde_json::json!({ "variant": label, "val_bpb_mean": m, "val_bpb_std": s, "delta_vs_baseline": d, "delta_mean": dm, "delta_std": ds })
         })
         .collect();
     serde_json::json!({ "paired_vs_baseline": rows })
@@ -131,7 +131,7 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
 fn print_table(summary: &SweepSummary) {
     let mut rows: Vec<Vec<String>> = Vec::new();
     if let Some(b) = summary.group(BASELINE) {
-        rows.push(vec![BASELINE.into(), "0".into(), si(b.flops_per_token as f64), pm(b.val_loss_mean, b.val_loss_std), "-".into()]);
+        rows.push(vec![BASELINE.into(), "0".into(), si(b.flops_per_token as f64), pm(b.val_bpb_mean, b.val_bpb_std), "-".into()]);
     }
     for (label, d, m, s) in bars(summary) {
         let g = summary.group(if label == MEMORY_OFF { FULL } else { &label });
@@ -144,14 +144,14 @@ fn print_table(summary: &SweepSummary) {
             if d.is_empty() { "-".into() } else { format!("{dm:+.4} ± {ds:.4}") },
         ]);
     }
-    println!("{}", render(&["variant", "table params", "FLOPs/tok", "val loss", "Δ vs baseline (paired)"], &rows));
+    println!("{}", render(&["variant", "table params", "FLOPs/tok", "val bpb", "Δ vs baseline (paired)"], &rows));
 }
 
 fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
     let c = &args.sweep.common;
     args.sweep.validate()?;
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
     let table_size = if c.quick { TABLE_SIZE / 4 } else { TABLE_SIZE };
     let (dir, mut summary) = sweep(c, NAME, specs(&setup, table_size), args.sweep.seeds, true)?;
     summary.analysis = analysis(&summary);

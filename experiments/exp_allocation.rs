@@ -112,24 +112,24 @@ fn specs(setup: &ScienceSetup, b: &Budget) -> Vec<SweepSpec> {
 
 fn plots(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<String>> {
     let g = &summary.groups;
-    let best = g.iter().min_by(|a, b| a.val_loss_mean.total_cmp(&b.val_loss_mean));
+    let best = g.iter().min_by(|a, b| a.val_bpb_mean.total_cmp(&b.val_bpb_mean));
     let chart = Chart {
         title: "Sparse budget split: Engram memory vs MoE experts".into(),
         x_label: "share of sparse parameters in Engram memory (%)".into(),
-        y_label: "final validation loss (nats/token)".into(),
+        y_label: "final validation loss (bits per byte)".into(),
         log_x: false,
         log_y: false,
         series: vec![Series {
             label: format!("mean ± std over {} seeds", summary.seeds),
-            points: g.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_loss_mean)).collect(),
-            y_err: Some(g.iter().map(|g| g.val_loss_std).collect()),
+            points: g.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_bpb_mean)).collect(),
+            y_err: Some(g.iter().map(|g| g.val_bpb_std).collect()),
             style: Style::LinePoints,
         }],
         bands: vec![],
         annotations: best
             .map(|b| {
                 vec![
-                    format!("lowest mean loss at {:.0} % memory ({})", b.x.unwrap_or(f64::NAN), pm(b.val_loss_mean, b.val_loss_std)),
+                    format!("lowest mean bpb at {:.0} % memory ({})", b.x.unwrap_or(f64::NAN), pm(b.val_bpb_mean, b.val_bpb_std)),
                     format!("sparse budget ≈ {} parameters", si(g[0].params_sparse as f64)),
                 ]
             })
@@ -140,19 +140,19 @@ fn plots(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<String>> {
 
 fn analysis(summary: &SweepSummary) -> serde_json::Value {
     let g = &summary.groups;
-    let best = g.iter().min_by(|a, b| a.val_loss_mean.total_cmp(&b.val_loss_mean));
+    let best = g.iter().min_by(|a, b| a.val_bpb_mean.total_cmp(&b.val_bpb_mean));
     let pure_moe = g.first();
     serde_json::json!({
         "best_memory_share_percent": best.and_then(|b| b.x),
-        "best_val_loss_mean": best.map(|b| b.val_loss_mean),
-        "pure_moe_val_loss_mean": pure_moe.map(|p| p.val_loss_mean),
+        "best_val_bpb_mean": best.map(|b| b.val_bpb_mean),
+        "pure_moe_val_bpb_mean": pure_moe.map(|p| p.val_bpb_mean),
         "sparse_params": g.iter().map(|g| g.params_sparse).collect::<Vec<_>>(),
         "flops_per_token": g.iter().map(|g| g.flops_per_token).collect::<Vec<_>>(),
     })
 }
 
 fn print_table(summary: &SweepSummary) {
-    let pure = summary.groups.first().map(|g| g.val_loss_mean);
+    let pure = summary.groups.first().map(|g| g.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
         .iter()
@@ -166,15 +166,15 @@ fn print_table(summary: &SweepSummary) {
                 si(g.params_sparse as f64),
                 si(g.params_activated as f64),
                 si(g.flops_per_token as f64),
-                pm(g.val_loss_mean, g.val_loss_std),
-                pure.map(|p| format!("{:+.4}", g.val_loss_mean - p)).unwrap_or_default(),
+                pm(g.val_bpb_mean, g.val_bpb_std),
+                pure.map(|p| format!("{:+.4}", g.val_bpb_mean - p)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
             ]
         })
         .collect();
     println!(
         "{}",
-        render(&["config", "memory", "experts", "table", "sparse", "activated", "FLOPs/tok", "val loss", "Δ pure MoE", "s/run"], &rows)
+        render(&["config", "memory", "experts", "table", "sparse", "activated", "FLOPs/tok", "val bpb", "Δ pure MoE", "s/run"], &rows)
     );
 }
 
@@ -182,14 +182,14 @@ fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
     let c = &args.sweep.common;
     args.sweep.validate()?;
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
     let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.sweep.seeds, false)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;
     print_table(&summary);
-    if let Some(best) = summary.groups.iter().min_by(|a, b| a.val_loss_mean.total_cmp(&b.val_loss_mean)) {
-        println!("\nlowest mean validation loss: {} ({:.0} % memory)", best.group, best.x.unwrap_or(f64::NAN));
+    if let Some(best) = summary.groups.iter().min_by(|a, b| a.val_bpb_mean.total_cmp(&b.val_bpb_mean)) {
+        println!("\nlowest mean validation bits per byte: {} ({:.0} % memory)", best.group, best.x.unwrap_or(f64::NAN));
     }
     println!("\n{} runs, {:.0} s; results in {}", summary.runs.len(), summary.wall_seconds, dir.display());
     Ok(())

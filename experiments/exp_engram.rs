@@ -93,13 +93,14 @@ fn plan(quick: bool, seed: u64, steps: Option<usize>) -> Plan {
     }
 }
 
-fn configs(p: &Plan) -> Vec<ExperimentConfig> {
-    let data = DataConfig { vocab_size: p.vocab_size, ..DataConfig::default() };
+/// The runs of plan `p` on `data` (whose vocabulary size the models take).
+fn configs(p: &Plan, data: &DataConfig) -> Vec<ExperimentConfig> {
+    let vocab = data.vocab_size;
     let mut out = Vec::new();
     for &(d, l, h) in &p.baselines {
         out.push(ExperimentConfig {
             name: format!("baseline-d{d}-l{l}"),
-            model: ModelConfig::new(p.vocab_size, d, l, h, p.train.seq_len),
+            model: ModelConfig::new(vocab, d, l, h, p.train.seq_len),
             train: p.train.clone(),
             data: data.clone(),
         });
@@ -115,7 +116,7 @@ fn configs(p: &Plan) -> Vec<ExperimentConfig> {
         };
         out.push(ExperimentConfig {
             name: format!("engram-d{d}-l{l}-t{size}"),
-            model: ModelConfig::new(p.vocab_size, d, l, h, p.train.seq_len).with_engram(engram),
+            model: ModelConfig::new(vocab, d, l, h, p.train.seq_len).with_engram(engram),
             train: p.train.clone(),
             data: data.clone(),
         });
@@ -123,20 +124,33 @@ fn configs(p: &Plan) -> Vec<ExperimentConfig> {
     out
 }
 
+/// The forward FLOPs per token at which the baselines' curve (bits per byte against
+/// log FLOPs, linear between neighbouring baselines) reaches `bpb`; `None` outside the
+/// baselines' range (better than the largest or worse than the smallest).
+fn baseline_flops_for(base: &[&RunRecord], bpb: f64) -> Option<f64> {
+    let mut pts: Vec<(f64, f64)> = base.iter().map(|r| ((r.flops_per_token as f64).log10(), r.val_bpb)).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts.windows(2).find_map(|w| {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        let (lo, hi) = (y0.min(y1), y0.max(y1));
+        (lo <= bpb && bpb <= hi && y0 != y1).then(|| 10f64.powf(x0 + (bpb - y0) / (y1 - y0) * (x1 - x0)))
+    })
+}
+
 fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
     let mut paths = Vec::new();
     let (base, eng): (Vec<&RunRecord>, Vec<&RunRecord>) = runs.iter().partition(|r| r.variant == "baseline");
 
-    // 1. Validation loss vs training tokens, one line per run.
+    // 1. Validation bits per byte vs training tokens, one line per run.
     let mut series = Vec::new();
     for r in runs {
         let m = read_metrics(&dir.join(&r.name).join("metrics.csv")).map_err(anyhow::Error::msg)?;
-        series.push(Series { label: r.name.clone(), points: m.val_curve(), y_err: None, style: Style::LinePoints });
+        series.push(Series { label: r.name.clone(), points: m.val_bpb_curve(), y_err: None, style: Style::LinePoints });
     }
     let chart = Chart {
-        title: "Validation loss during training".into(),
+        title: "Validation bits per byte during training".into(),
         x_label: "training tokens".into(),
-        y_label: "validation loss (nats/token)".into(),
+        y_label: "validation bits per byte".into(),
         log_x: false,
         log_y: false,
         series,
@@ -145,19 +159,23 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
     };
     paths.extend(line_chart(&chart, &dir.join("loss_vs_tokens"))?);
 
-    // 2. Final validation loss vs forward FLOPs per token.
-    let pts = |rs: &[&RunRecord], x: &dyn Fn(&RunRecord) -> f64| rs.iter().map(|r| (x(r), r.val_loss as f64)).collect::<Vec<_>>();
+    // 2. Final bits per byte vs forward FLOPs per token; each Engram model joined by a line to
+    // the FLOPs a baseline needs for the same bits per byte (interpolated on the baselines).
+    let pts = |rs: &[&RunRecord], x: &dyn Fn(&RunRecord) -> f64| rs.iter().map(|r| (x(r), r.val_bpb)).collect::<Vec<_>>();
     let flops = |r: &RunRecord| r.flops_per_token as f64;
-    let mut engram_series: Vec<Series> = eng
-        .iter()
-        .map(|r| Series { label: format!("Engram, {} table rows", si(r.table_rows as f64)), points: vec![(flops(r), r.val_loss as f64)], y_err: None, style: Style::Points })
-        .collect();
     let mut s = vec![Series { label: "baselines (compute axis)".into(), points: pts(&base, &flops), y_err: None, style: Style::LinePoints }];
-    s.append(&mut engram_series);
+    for r in &eng {
+        let label = format!("Engram, {} table rows", si(r.table_rows as f64));
+        s.push(Series { label, points: vec![(flops(r), r.val_bpb)], y_err: None, style: Style::Points });
+        if let Some(f) = baseline_flops_for(&base, r.val_bpb) {
+            let label = format!("  = baseline at {} FLOPs/token ({:.2}x)", si(f), f / flops(r));
+            s.push(Series { label, points: vec![(flops(r), r.val_bpb), (f, r.val_bpb)], y_err: None, style: Style::Line });
+        }
+    }
     let chart = Chart {
-        title: "Final validation loss vs forward FLOPs per token".into(),
+        title: "Final validation bits per byte vs forward FLOPs per token".into(),
         x_label: "forward FLOPs per token".into(),
-        y_label: "validation loss (nats/token)".into(),
+        y_label: "validation bits per byte (all held-out bytes)".into(),
         log_x: true,
         log_y: false,
         series: s,
@@ -166,12 +184,12 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
     };
     paths.extend(line_chart(&chart, &dir.join("loss_vs_flops"))?);
 
-    // 3. Final validation loss vs total parameters (tables included), log x.
+    // 3. Final bits per byte vs total parameters (tables included), log x.
     let total = |r: &RunRecord| (r.params_backbone + r.params_table) as f64;
     let chart = Chart {
-        title: "Final validation loss vs total parameters".into(),
+        title: "Final validation bits per byte vs total parameters".into(),
         x_label: "total parameters (backbone + tables)".into(),
-        y_label: "validation loss (nats/token)".into(),
+        y_label: "validation bits per byte".into(),
         log_x: true,
         log_y: false,
         series: vec![
@@ -209,25 +227,35 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
 }
 
 fn print_table(runs: &[RunRecord]) {
+    let base: Vec<&RunRecord> = runs.iter().filter(|r| r.variant == "baseline").collect();
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
+            let worth = match (r.variant.as_str(), baseline_flops_for(&base, r.val_bpb)) {
+                ("baseline", _) => "-".to_string(),
+                (_, Some(f)) => format!("{:.2}x", f / r.flops_per_token as f64),
+                (_, None) => "outside".to_string(),
+            };
             vec![
                 r.name.clone(),
                 si(r.params_backbone as f64),
                 si(r.params_table as f64),
                 si(r.flops_per_token as f64),
+                format!("{:.4}", r.val_bpb),
+                r.val_bpb_memory_off.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
                 format!("{:.4}", r.val_loss),
-                r.val_loss_memory_off.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+                worth,
                 format!("{:.0}", r.tokens_per_sec),
+                format!("{:.1}", r.eval_seconds),
                 format!("{:.1}", r.wall_seconds),
             ]
         })
         .collect();
     println!(
         "{}",
-        render(&["run", "backbone", "table", "FLOPs/tok", "val loss", "mem off", "tok/s", "seconds"], &rows)
+        render(&["run", "backbone", "table", "FLOPs/tok", "val bpb", "mem off", "nats/tok", "worth", "tok/s", "eval s", "seconds"], &rows)
     );
+    println!("bpb: bits per byte over all {} held-out bytes; worth: the FLOPs per token a baseline needs for the same bpb (interpolated), over the run's own", runs.first().map_or(0, |r| r.val_bytes));
 }
 
 fn main_inner() -> anyhow::Result<()> {
@@ -245,7 +273,7 @@ fn main_inner() -> anyhow::Result<()> {
     let device = c.device()?;
     prepare_out_dir(&dir, c.overwrite)?;
     let p = plan(c.quick, c.seed, args.steps);
-    let cfgs = configs(&p);
+    let cfgs = configs(&p, &c.data(p.vocab_size));
     let data = load_data(&cfgs[0].data)?;
     let t0 = std::time::Instant::now();
     let results = run_all(&cfgs, &data, &device, &dir, !c.no_progress, true)?;
@@ -257,16 +285,16 @@ fn main_inner() -> anyhow::Result<()> {
     let (base, eng): (Vec<&RunRecord>, Vec<&RunRecord>) = summary.runs.iter().partition(|r| r.variant == "baseline");
     if let (Some(bb), Some(best)) = (
         base.iter().find(|b| eng.first().is_some_and(|e| e.d_model == b.d_model && e.n_layers == b.n_layers)),
-        eng.iter().min_by(|a, b| a.val_loss.total_cmp(&b.val_loss)),
+        eng.iter().min_by(|a, b| a.val_bpb.total_cmp(&b.val_bpb)),
     ) {
-        let verdict = if best.val_loss < bb.val_loss { "beats" } else { "does NOT beat" };
+        let verdict = if best.val_bpb < bb.val_bpb { "beats" } else { "does NOT beat" };
         println!(
-            "\nbest Engram run {} ({:.4}) {verdict} its backbone {} ({:.4}): Δ = {:+.4} nats/token at {:+.1} % FLOPs/token",
+            "\nbest Engram run {} ({:.4} bpb) {verdict} its backbone {} ({:.4} bpb): Δ = {:+.4} bits per byte at {:+.1} % FLOPs/token",
             best.name,
-            best.val_loss,
+            best.val_bpb,
             bb.name,
-            bb.val_loss,
-            best.val_loss - bb.val_loss,
+            bb.val_bpb,
+            best.val_bpb - bb.val_bpb,
             100.0 * (best.flops_per_token as f64 / bb.flops_per_token as f64 - 1.0)
         );
     }

@@ -65,7 +65,7 @@ fn set_slots(summary: &mut SweepSummary) {
 fn fit(summary: &SweepSummary) -> Option<LinearFit> {
     let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
     let xs: Vec<f64> = eng.iter().map(|g| g.x.unwrap_or(f64::NAN).log10()).collect();
-    let ys: Vec<f64> = eng.iter().map(|g| g.val_loss_mean).collect();
+    let ys: Vec<f64> = eng.iter().map(|g| g.val_bpb_mean).collect();
     linear_fit(&xs, &ys)
 }
 
@@ -73,25 +73,25 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
     let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
     let mut series = vec![Series {
         label: format!("Engram (mean ± std over {} seeds)", summary.seeds),
-        points: eng.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_loss_mean)).collect(),
-        y_err: Some(eng.iter().map(|g| g.val_loss_std).collect()),
+        points: eng.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_bpb_mean)).collect(),
+        y_err: Some(eng.iter().map(|g| g.val_bpb_std).collect()),
         style: Style::LinePoints,
     }];
     let mut annotations = Vec::new();
     if let (Some(f), Some(lo), Some(hi)) = (fit, eng.first().and_then(|g| g.x), eng.last().and_then(|g| g.x)) {
         let line = |x: f64| f.intercept + f.slope * x.log10();
         series.push(Series { label: "least-squares fit on log10(slots)".into(), points: vec![(lo, line(lo)), (hi, line(hi))], y_err: None, style: Style::Line });
-        annotations.push(format!("slope = {:+.4} ± {:.4} nats per 10× slots", f.slope, f.slope_se));
+        annotations.push(format!("slope = {:+.4} ± {:.4} bits per byte per 10× slots", f.slope, f.slope_se));
         annotations.push(format!("R² = {:.3}, {} sizes", f.r2, f.n));
     }
     let bands = summary
         .group(BASELINE)
-        .map(|b| vec![HBand { label: format!("baseline without Engram ({})", pm(b.val_loss_mean, b.val_loss_std)), center: b.val_loss_mean, half_width: b.val_loss_std }])
+        .map(|b| vec![HBand { label: format!("baseline without Engram ({})", pm(b.val_bpb_mean, b.val_bpb_std)), center: b.val_bpb_mean, half_width: b.val_bpb_std }])
         .unwrap_or_default();
     let chart = Chart {
-        title: "Validation loss vs Engram table slots (fixed compute)".into(),
+        title: "Validation bits per byte vs Engram table slots (fixed compute)".into(),
         x_label: "table slots (rows of all heads)".into(),
-        y_label: "final validation loss (nats/token)".into(),
+        y_label: "final validation loss (bits per byte)".into(),
         log_x: true,
         log_y: false,
         series,
@@ -102,7 +102,7 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
 }
 
 fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
-    let base = summary.group(BASELINE).map(|b| b.val_loss_mean);
+    let base = summary.group(BASELINE).map(|b| b.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
         .iter()
@@ -112,17 +112,17 @@ fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
                 g.x.map(si).unwrap_or_else(|| "-".into()),
                 si(g.flops_per_token as f64),
                 g.n.to_string(),
-                pm(g.val_loss_mean, g.val_loss_std),
-                g.val_loss_memory_off_mean.map(|m| pm(m, g.val_loss_memory_off_std.unwrap_or(0.0))).unwrap_or_else(|| "-".into()),
-                base.map(|b| format!("{:+.4}", g.val_loss_mean - b)).unwrap_or_default(),
+                pm(g.val_bpb_mean, g.val_bpb_std),
+                g.val_bpb_memory_off_mean.map(|m| pm(m, g.val_bpb_memory_off_std.unwrap_or(0.0))).unwrap_or_else(|| "-".into()),
+                base.map(|b| format!("{:+.4}", g.val_bpb_mean - b)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
             ]
         })
         .collect();
-    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val loss", "memory off", "Δ baseline", "s/run"], &rows));
+    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val bpb", "memory off", "Δ baseline", "s/run"], &rows));
     match fit {
         Some(f) => println!(
-            "\nlog-linear fit over {} sizes: loss = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
+            "\nlog-linear fit over {} sizes: bpb = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
             f.n, f.intercept, f.slope, f.slope, f.slope_se, f.r2
         ),
         None => println!("\nno fit (fewer than two table sizes)"),
@@ -133,12 +133,12 @@ fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
     let c = &args.sweep.common;
     args.sweep.validate()?;
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps);
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
     let sizes: &[u64] = if c.quick { &QUICK_SIZES } else { &DEFAULT_SIZES };
     let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.sweep.seeds, true)?;
     set_slots(&mut summary);
     let f = fit(&summary);
-    summary.analysis = serde_json::json!({ "fit_loss_on_log10_slots": f });
+    summary.analysis = serde_json::json!({ "fit_bpb_on_log10_slots": f });
     summary.plots = plots(&dir, &summary, f.as_ref())?;
     write_json(&dir.join("summary.json"), &summary)?;
     print_table(&summary, f.as_ref());

@@ -52,7 +52,7 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// File name of the checkpoint inside [`CHECKPOINT_DIR`].
 pub const CHECKPOINT_FILE: &str = "state.ckpt";
 /// Version of the file format written and read by this build.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of every checkpoint file.
 const MAGIC: &[u8; 8] = b"ENGRAMCK";
 /// Section tags, in file order.
@@ -225,6 +225,7 @@ struct RowBits {
     tokens: u64,
     train_loss: u32,
     val_loss: u32,
+    val_bpb: u32,
     lr: u64,
     elapsed_seconds: u64,
 }
@@ -236,6 +237,7 @@ impl From<&MetricRow> for RowBits {
             tokens: r.tokens,
             train_loss: r.train_loss.to_bits(),
             val_loss: r.val_loss.to_bits(),
+            val_bpb: r.val_bpb.to_bits(),
             lr: r.lr.to_bits(),
             elapsed_seconds: r.elapsed_seconds.to_bits(),
         }
@@ -249,6 +251,7 @@ impl From<&RowBits> for MetricRow {
             tokens: r.tokens,
             train_loss: f32::from_bits(r.train_loss),
             val_loss: f32::from_bits(r.val_loss),
+            val_bpb: f32::from_bits(r.val_bpb),
             lr: f64::from_bits(r.lr),
             elapsed_seconds: f64::from_bits(r.elapsed_seconds),
         }
@@ -682,7 +685,7 @@ mod tests {
         p.loss_sum = 1.0 / 3.0;
         p.loss_n = 2;
         p.last_train_loss = 5.25;
-        p.rows.push(MetricRow { step: 5, tokens: 640, train_loss: 6.1, val_loss: f32::NAN, lr: 1e-3 / 7.0, elapsed_seconds: 0.125 });
+        p.rows.push(MetricRow { step: 5, tokens: 640, train_loss: 6.1, val_loss: f32::NAN, val_bpb: 1.5, lr: 1e-3 / 7.0, elapsed_seconds: 0.125 });
         p.step_times = vec![0.01, 0.02];
         p
     }

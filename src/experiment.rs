@@ -34,6 +34,19 @@ pub struct CommonArgs {
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Tokenizer of the data: bpe (the corpus BPE, default), bytes (256 byte ids, to compare
+    /// with byte-level results), or gpt2 / deepseek-v3 (remapped to the experiment's
+    /// vocabulary size with an unknown id, for comparisons with earlier figures).
+    #[arg(long, default_value = "bpe")]
+    pub tokenizer: crate::tokenizer::TokenizerKind,
+}
+
+impl CommonArgs {
+    /// The data of an experiment whose default vocabulary size is `vocab_size`: the chosen
+    /// tokenizer at that size (bytes: 256).
+    pub fn data(&self, vocab_size: usize) -> DataConfig {
+        DataConfig::for_tokenizer(self.tokenizer, vocab_size)
+    }
 }
 
 /// Seeds per configuration of the multi-seed sweeps unless `--seeds` says otherwise.
@@ -123,11 +136,11 @@ pub fn run_all(configs: &[ExperimentConfig], data: &PreparedData, device: &Devic
         eprintln!("[{}/{}] {}", i + 1, configs.len(), cfg.name);
         let r = run(cfg, data, device, &out.join(&cfg.name), &RunOptions { progress, eval_memory_off, ..RunOptions::default() })?;
         eprintln!(
-            "[{}/{}] {}: val loss {:.4}, {:.0} tok/s, {:.1} s",
+            "[{}/{}] {}: {:.4} bpb, {:.0} tok/s, {:.1} s",
             i + 1,
             configs.len(),
             cfg.name,
-            r.val_loss,
+            r.val_bpb,
             r.tokens_per_sec,
             r.wall_seconds
         );
@@ -159,11 +172,22 @@ pub struct RunRecord {
     pub flops_per_token: u64,
     /// Training tokens.
     pub train_tokens: u64,
-    /// Final validation loss.
+    /// Final validation bits per byte, over every held-out byte (the headline metric).
+    pub val_bpb: f64,
+    /// Bits per byte with the memory zeroed (Engram runs).
+    #[serde(default)]
+    pub val_bpb_memory_off: Option<f64>,
+    /// Final validation loss, nats per token.
     pub val_loss: f32,
-    /// Validation loss with the memory zeroed (Engram runs).
+    /// Nats per token with the memory zeroed (Engram runs).
     #[serde(default)]
     pub val_loss_memory_off: Option<f32>,
+    /// Held-out bytes scored.
+    pub val_bytes: u64,
+    /// Epochs of the training stream seen.
+    pub epochs: f64,
+    /// Seconds of the final evaluation.
+    pub eval_seconds: f64,
     /// Training tokens per second.
     pub tokens_per_sec: f64,
     /// Wall seconds of the run.
@@ -186,8 +210,13 @@ impl RunRecord {
             table_bytes: r.cost.table_bytes,
             flops_per_token: r.cost.flops_per_token,
             train_tokens: r.train_tokens,
+            val_bpb: r.val_bpb,
+            val_bpb_memory_off: r.val_bpb_memory_off,
             val_loss: r.val_loss,
             val_loss_memory_off: r.val_loss_memory_off,
+            val_bytes: r.val_bytes,
+            epochs: r.epochs,
+            eval_seconds: r.eval_seconds,
             tokens_per_sec: r.tokens_per_sec,
             wall_seconds: r.wall_seconds,
             seed: r.seed,
@@ -307,14 +336,16 @@ pub struct GroupStats {
     pub n: usize,
     /// Their seeds.
     pub seeds: Vec<u64>,
-    /// Mean final validation loss.
-    pub val_loss_mean: f64,
-    /// Sample standard deviation of the final validation loss (0 for one seed).
-    pub val_loss_std: f64,
-    /// Mean validation loss with the memory zeroed (when every run measured it).
-    pub val_loss_memory_off_mean: Option<f64>,
+    /// Mean final validation bits per byte.
+    pub val_bpb_mean: f64,
+    /// Sample standard deviation of the final bits per byte (0 for one seed).
+    pub val_bpb_std: f64,
+    /// Mean bits per byte with the memory zeroed (when every run measured it).
+    pub val_bpb_memory_off_mean: Option<f64>,
     /// Its standard deviation.
-    pub val_loss_memory_off_std: Option<f64>,
+    pub val_bpb_memory_off_std: Option<f64>,
+    /// Mean final validation loss, nats per token.
+    pub val_loss_mean: f64,
     /// Table parameters (of the first run; equal across seeds).
     pub params_table: u64,
     /// Sparse parameters (idle experts + tables).
@@ -346,9 +377,10 @@ pub fn aggregate(runs: &[SweepRun]) -> Vec<GroupStats> {
         .into_iter()
         .map(|(group, members)| {
             let first = members[0];
+            let bpb: Vec<f64> = members.iter().map(|r| r.record.val_bpb).collect();
+            let (val_bpb_mean, val_bpb_std) = mean_std(&bpb);
             let losses: Vec<f64> = members.iter().map(|r| r.record.val_loss as f64).collect();
-            let (val_loss_mean, val_loss_std) = mean_std(&losses);
-            let off: Option<Vec<f64>> = members.iter().map(|r| r.record.val_loss_memory_off.map(f64::from)).collect();
+            let off: Option<Vec<f64>> = members.iter().map(|r| r.record.val_bpb_memory_off).collect();
             let off = off.filter(|v| !v.is_empty()).map(|v| mean_std(&v));
             let walls: Vec<f64> = members.iter().map(|r| r.record.wall_seconds).collect();
             GroupStats {
@@ -356,10 +388,11 @@ pub fn aggregate(runs: &[SweepRun]) -> Vec<GroupStats> {
                 x: first.x,
                 n: members.len(),
                 seeds: members.iter().map(|r| r.record.seed).collect(),
-                val_loss_mean,
-                val_loss_std,
-                val_loss_memory_off_mean: off.map(|o| o.0),
-                val_loss_memory_off_std: off.map(|o| o.1),
+                val_bpb_mean,
+                val_bpb_std,
+                val_bpb_memory_off_mean: off.map(|o| o.0),
+                val_bpb_memory_off_std: off.map(|o| o.1),
+                val_loss_mean: mean_std(&losses).0,
                 params_table: first.record.params_table,
                 params_sparse: first.params_sparse,
                 params_activated: first.params_activated,
@@ -487,12 +520,12 @@ pub fn run_sweep(specs: &[SweepSpec], data: &PreparedData, device: &Device, out:
             }
         };
         eprintln!(
-            "[{}/{}] {} ({how}): val loss {:.4}{}, {:.3} s/step, {:.1} s",
+            "[{}/{}] {} ({how}): {:.4} bpb{}, {:.3} s/step, {:.1} s",
             i + 1,
             specs.len(),
             cfg.name,
-            r.val_loss,
-            r.val_loss_memory_off.map(|v| format!(" (memory off {v:.4})")).unwrap_or_default(),
+            r.val_bpb,
+            r.val_bpb_memory_off.map(|v| format!(" (memory off {v:.4})")).unwrap_or_default(),
             r.median_step_seconds,
             r.wall_seconds
         );
@@ -551,14 +584,14 @@ pub fn sweep(common: &CommonArgs, experiment: &str, specs: Vec<SweepSpec>, n_see
     Ok((dir, summary))
 }
 
-/// Per-seed differences `value(run of group) − val_loss(run of reference)`, pairing runs by
+/// Per-seed differences `value(run of group) − val_bpb(run of reference)`, pairing runs by
 /// seed (seeds missing from either group are skipped; so are runs where `value` is `None`).
 pub fn paired_differences(runs: &[SweepRun], group: &str, reference: &str, value: impl Fn(&SweepRun) -> Option<f64>) -> Vec<f64> {
     runs.iter()
         .filter(|r| r.group == group)
         .filter_map(|r| {
             let base = runs.iter().find(|b| b.group == reference && b.record.seed == r.record.seed)?;
-            Some(value(r)? - base.record.val_loss as f64)
+            Some(value(r)? - base.record.val_bpb)
         })
         .collect()
 }
@@ -591,7 +624,7 @@ pub fn pm(mean: f64, std: f64) -> String {
 mod sweep_tests {
     use super::*;
 
-    fn run(group: &str, seed: u64, loss: f32, off: Option<f32>) -> SweepRun {
+    fn run(group: &str, seed: u64, bpb: f64, off: Option<f64>) -> SweepRun {
         SweepRun {
             group: group.into(),
             x: Some(seed as f64),
@@ -606,8 +639,14 @@ mod sweep_tests {
                 table_bytes: 640,
                 flops_per_token: 1000,
                 train_tokens: 1,
-                val_loss: loss,
-                val_loss_memory_off: off,
+                val_bpb: bpb,
+                val_bpb_memory_off: off,
+                // nats per token at 4 bytes per token
+                val_loss: (bpb * 4.0 * std::f64::consts::LN_2) as f32,
+                val_loss_memory_off: off.map(|o| (o * 4.0 * std::f64::consts::LN_2) as f32),
+                val_bytes: 400,
+                epochs: 0.5,
+                eval_seconds: 0.5,
                 tokens_per_sec: 1.0,
                 wall_seconds: 2.0,
                 seed,
@@ -633,10 +672,10 @@ mod sweep_tests {
         let g = aggregate(&runs);
         assert_eq!(g.len(), 2);
         assert_eq!((g[0].group.as_str(), g[0].n, g[0].seeds.clone()), ("a", 2, vec![0, 1]));
-        assert!((g[0].val_loss_mean - 5.0).abs() < 1e-12);
-        assert!((g[0].val_loss_std - 2f64.sqrt()).abs() < 1e-12);
-        assert_eq!(g[0].val_loss_memory_off_mean, Some(6.0));
-        assert_eq!((g[1].val_loss_std, g[1].val_loss_memory_off_mean), (0.0, None));
+        assert!((g[0].val_bpb_mean - 5.0).abs() < 1e-12);
+        assert!((g[0].val_bpb_std - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(g[0].val_bpb_memory_off_mean, Some(6.0));
+        assert_eq!((g[1].val_bpb_std, g[1].val_bpb_memory_off_mean), (0.0, None));
     }
 
     #[test]
@@ -672,9 +711,9 @@ mod sweep_tests {
     #[test]
     fn paired_differences_match_runs_by_seed() {
         let runs = vec![run("base", 0, 5.0, None), run("base", 1, 6.0, None), run("v", 1, 5.5, Some(7.0)), run("v", 0, 4.0, None), run("v", 2, 1.0, None)];
-        let d = paired_differences(&runs, "v", "base", |r| Some(r.record.val_loss as f64));
+        let d = paired_differences(&runs, "v", "base", |r| Some(r.record.val_bpb));
         assert_eq!(d, vec![-0.5, -1.0], "seed 2 has no baseline");
-        let off = paired_differences(&runs, "v", "base", |r| r.record.val_loss_memory_off.map(f64::from));
+        let off = paired_differences(&runs, "v", "base", |r| r.record.val_bpb_memory_off);
         assert_eq!(off, vec![1.0]);
     }
 
@@ -695,7 +734,7 @@ mod sweep_tests {
     fn sweep_run_round_trips_through_json_flattened() {
         let r = run("a", 3, 4.5, Some(4.75));
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["val_loss"], 4.5);
+        assert_eq!(v["val_bpb"], 4.5);
         assert_eq!(v["group"], "a");
         let back: SweepRun = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
@@ -721,6 +760,8 @@ pub struct ScienceSetup {
     pub n_heads: usize,
     /// Model vocabulary.
     pub vocab_size: usize,
+    /// Tokenizer.
+    pub tokenizer: crate::tokenizer::TokenizerKind,
     /// The block that gets Engram in single-block configurations.
     pub engram_block: usize,
     /// Training (seed set per run).
@@ -737,6 +778,7 @@ impl ScienceSetup {
                 n_layers: 2,
                 n_heads: 2,
                 vocab_size: 1024,
+                tokenizer: crate::tokenizer::TokenizerKind::Bpe,
                 engram_block: 1,
                 train: TrainConfig {
                     steps: steps.unwrap_or(40),
@@ -755,6 +797,7 @@ impl ScienceSetup {
                 n_layers: 2,
                 n_heads: 4,
                 vocab_size: 4096,
+                tokenizer: crate::tokenizer::TokenizerKind::Bpe,
                 engram_block: 1,
                 train: TrainConfig {
                     steps,
@@ -769,9 +812,16 @@ impl ScienceSetup {
         }
     }
 
+    /// The same setup with another tokenizer (bytes: vocabulary 256).
+    pub fn with_tokenizer(mut self, kind: crate::tokenizer::TokenizerKind) -> Self {
+        self.vocab_size = DataConfig::for_tokenizer(kind, self.vocab_size).vocab_size;
+        self.tokenizer = kind;
+        self
+    }
+
     /// The data settings.
     pub fn data(&self) -> DataConfig {
-        DataConfig { vocab_size: self.vocab_size, ..DataConfig::default() }
+        DataConfig::for_tokenizer(self.tokenizer, self.vocab_size)
     }
 
     /// The dense backbone without Engram.

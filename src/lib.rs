@@ -4,11 +4,13 @@
 //! Large Language Models" (Cheng et al., arXiv 2601.07372, 2026) — in Rust on burn 0.22.
 //!
 //! * [`hashing`]: the bit-exact n-gram hash (numpy-compatible multipliers, prime table sizes).
-//! * [`tokenizer`]: DeepSeek-V3 / GPT-2 / byte tokenizers and tokenizer compression P: V → V'.
+//! * [`tokenizer`]: the corpus BPE, DeepSeek-V3 / GPT-2 / byte tokenizers and tokenizer
+//!   compression P: V → V'.
 //! * [`table`]: host-resident Engram tables with a row-sparse (lazy) Adam.
 //! * [`engram`]: the Engram layer, a burn `Module` you can put in your own model.
 //! * [`model`]: a small decoder-only Transformer that takes Engram at chosen blocks.
-//! * [`data`]: the shipped corpus and the batcher that hashes once per batch.
+//! * [`data`]: the shipped corpus and the batcher that hashes once per batch;
+//!   [`eval`]: held-out evaluation in bits per byte.
 //! * [`train`]: the one training loop; [`checkpoint`]: its resumable state;
 //!   [`cost`]: parameters, bytes and FLOPs;
 //!   [`report`]: metrics files and plots.
@@ -41,6 +43,7 @@ pub mod cost;
 pub mod data;
 pub mod device;
 pub mod engram;
+pub mod eval;
 pub mod experiment;
 pub mod hashing;
 pub mod model;

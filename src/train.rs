@@ -23,6 +23,7 @@ use crate::cost::{cost, Cost};
 use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::{DataConfig, PreparedData};
 use crate::engram::{EngramConfig, EngramMemory};
+use crate::eval::{plan_windows, subset, BookScore, EvalReport, EvalWindow};
 use crate::hashing::{default_rng, NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::turns::Turn;
@@ -55,8 +56,15 @@ pub struct TrainConfig {
     pub eps: f32,
     /// Evaluate every this many steps (and at the end).
     pub eval_every: usize,
-    /// Validation windows per evaluation (evenly spaced over the held-out books).
+    /// Windows of each periodic evaluation: a fixed, evenly spaced subset of the final
+    /// evaluation's windows ([`crate::eval::subset`]). The final evaluation scores every
+    /// held-out byte once, whatever this is.
     pub eval_windows: usize,
+    /// Stride of the evaluation windows (`null`: `seq_len / 2`): every window after a book's
+    /// first scores only its last `stride` targets, so each scored token has at least
+    /// `seq_len − stride` tokens of context ([`crate::eval`]).
+    #[serde(default)]
+    pub eval_stride: Option<usize>,
     /// Seed of the initialisation and the data sampler.
     pub seed: u64,
     /// Write the run's checkpoint every this many steps (0: only at the end), in runs that
@@ -80,6 +88,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             eval_every: 100,
             eval_windows: 128,
+            eval_stride: None,
             seed: 0,
             checkpoint_every: 0,
         }
@@ -112,11 +121,21 @@ impl TrainConfig {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(ConfigError::new("train.eps", self.eps, "a finite number > 0"));
         }
+        if let Some(s) = self.eval_stride {
+            if s == 0 || s > self.seq_len {
+                return Err(ConfigError::new("train.eval_stride", s, format!("null (seq_len / 2) or 1..=train.seq_len = {}", self.seq_len)));
+            }
+        }
         if self.checkpoint_every > self.steps {
             let allowed = format!("0 (only at the end) or 1..=train.steps = {}", self.steps);
             return Err(ConfigError::new("train.checkpoint_every", self.checkpoint_every, allowed));
         }
         Ok(())
+    }
+
+    /// The evaluation stride: `eval_stride`, or half the window (at least 1).
+    pub fn stride(&self) -> usize {
+        self.eval_stride.unwrap_or((self.seq_len / 2).max(1))
     }
 
     /// Learning rate at `step` (0-based): linear warmup to `lr`, cosine decay to
@@ -147,12 +166,12 @@ pub struct ExperimentConfig {
 }
 
 /// Names of the [`ExperimentConfig::preset`]s.
-pub const PRESET_NAMES: [&str; 2] = ["tiny", "small"];
+pub const PRESET_NAMES: [&str; 3] = ["tiny", "small", "bytes"];
 
 impl ExperimentConfig {
     /// Preset `tiny`, a run of seconds on a CPU (tests, smoke runs): D 32, 2 blocks, Engram at
-    /// block 0 (2 orders × 4 heads of ~1,024-row tables, d_head 8), vocab 512, 40 steps of
-    /// 4 × 32 tokens, evaluation every 20 steps, a checkpoint every 10.
+    /// block 0 (2 orders × 4 heads of ~1,024-row tables, d_head 8), the 512-id corpus BPE, 40
+    /// steps of 4 × 32 tokens, evaluation every 20 steps, a checkpoint every 10.
     pub fn tiny() -> Self {
         const VOCAB: usize = 512;
         const SEQ_LEN: usize = 32;
@@ -175,8 +194,8 @@ impl ExperimentConfig {
     }
 
     /// Preset `small`, minutes on a CPU: the `small` model (D 128, 4 blocks) with Engram at
-    /// block 1 (~8,192-row tables), vocab 4,096, 600 steps of 16 × 64 tokens, a checkpoint
-    /// every 100 steps.
+    /// block 1 (~8,192-row tables), the 4,096-id corpus BPE, 600 steps of 16 × 64 tokens, a
+    /// checkpoint every 100 steps.
     pub fn small() -> Self {
         const VOCAB: usize = 4_096;
         const SEQ_LEN: usize = 64;
@@ -198,11 +217,36 @@ impl ExperimentConfig {
         }
     }
 
+    /// Preset `bytes`, the byte-level counterpart of `small` (to compare with byte-level
+    /// results elsewhere): 256 byte ids, windows of 256 bytes (about the text of `small`'s 64
+    /// tokens), Engram at block 1 on byte 2- to 4-grams, 600 steps of 16 × 256 bytes.
+    pub fn bytes() -> Self {
+        const SEQ_LEN: usize = 256;
+        let data = DataConfig::bytes();
+        let engram = EngramConfig { layer_ids: vec![1], max_ngram_size: 4, table_size: vec![8_192, 8_192, 8_192], ..EngramConfig::default() };
+        Self {
+            name: "bytes".into(),
+            model: ModelConfig::small(data.vocab_size, SEQ_LEN).with_engram(engram),
+            train: TrainConfig {
+                steps: 600,
+                batch_size: 16,
+                seq_len: SEQ_LEN,
+                warmup_steps: 40,
+                eval_every: 100,
+                eval_windows: 64,
+                checkpoint_every: 100,
+                ..TrainConfig::default()
+            },
+            data,
+        }
+    }
+
     /// The preset called `name` (one of [`PRESET_NAMES`]).
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
             "small" => Some(Self::small()),
+            "bytes" => Some(Self::bytes()),
             _ => None,
         }
     }
@@ -246,6 +290,9 @@ pub enum TrainError {
     /// A table operation failed.
     #[error(transparent)]
     Table(#[from] crate::table::TableError),
+    /// The held-out books do not fit the evaluation windows.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     /// The data is too short for the windows.
     #[error("{split} split has {len} tokens, fewer than one window of seq_len + 1 = {need}")]
     DataTooShort {
@@ -307,8 +354,10 @@ pub struct MetricRow {
     pub tokens: u64,
     /// Mean training loss since the previous row.
     pub train_loss: f32,
-    /// Validation loss (NaN when not evaluated at this row).
+    /// Validation loss in nats per token (NaN when not evaluated at this row).
     pub val_loss: f32,
+    /// Validation bits per byte (NaN when not evaluated at this row).
+    pub val_bpb: f32,
     /// Learning rate of the last step.
     pub lr: f64,
     /// Seconds since the start of training (evaluation included).
@@ -317,12 +366,14 @@ pub struct MetricRow {
 
 /// Header of `metrics.csv`. Every column but the last, `elapsed_seconds` (wall-clock time), is
 /// bit-identical between two runs of the same config and seed on the same backend, and between
-/// a resumed run and an uninterrupted one.
-pub const METRICS_HEADER: &str = "step,tokens,train_loss,val_loss,lr,elapsed_seconds";
+/// a resumed run and an uninterrupted one. `val_loss` and `val_bpb` of the last row come from
+/// the final evaluation (every held-out byte); earlier ones from the fixed subset of
+/// `train.eval_windows` windows.
+pub const METRICS_HEADER: &str = "step,tokens,train_loss,val_loss,val_bpb,lr,elapsed_seconds";
 
 impl MetricRow {
     fn csv(&self) -> String {
-        format!("{},{},{},{},{},{:.3}", self.step, self.tokens, self.train_loss, self.val_loss, self.lr, self.elapsed_seconds)
+        format!("{},{},{},{},{},{},{:.3}", self.step, self.tokens, self.train_loss, self.val_loss, self.val_bpb, self.lr, self.elapsed_seconds)
     }
 }
 
@@ -337,10 +388,26 @@ pub struct RunResult {
     pub cost: Cost,
     /// Training tokens seen.
     pub train_tokens: u64,
-    /// Final validation loss (nats per token).
+    /// Final validation loss, nats per token over every held-out token.
     pub val_loss: f32,
-    /// Final validation loss with the Engram memory zeroed (Engram runs only).
+    /// Final validation bits per byte over every held-out byte (the headline metric).
+    pub val_bpb: f64,
+    /// Bytes the final evaluation scored (the held-out books' bytes).
+    pub val_bytes: u64,
+    /// Tokens the final evaluation scored.
+    pub val_tokens: u64,
+    /// The final evaluation per held-out book.
+    pub val_books: Vec<BookScore>,
+    /// Final validation loss (nats per token) with the Engram memory zeroed (Engram runs only).
     pub val_loss_memory_off: Option<f32>,
+    /// Final bits per byte with the Engram memory zeroed (Engram runs only).
+    pub val_bpb_memory_off: Option<f64>,
+    /// Seconds of the final evaluation (with memory off, if run, included).
+    pub eval_seconds: f64,
+    /// Training tokens seen over the training stream's length.
+    pub epochs: f64,
+    /// Tokenizer, vocabulary and the training mix of the data.
+    pub data: DataStats,
     /// Mean training loss over the last logging interval.
     pub final_train_loss: f32,
     /// Training throughput (tokens per second of training steps, evaluation excluded).
@@ -358,6 +425,49 @@ pub struct RunResult {
     pub seed: u64,
     /// The metrics rows.
     pub curve: Vec<MetricRow>,
+}
+
+/// What a run's data was: written into its `summary.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataStats {
+    /// Tokenizer name.
+    pub tokenizer: String,
+    /// sha256 of the tokenizer file (corpus BPE).
+    pub tokenizer_sha256: Option<String>,
+    /// Model vocabulary size.
+    pub vocab_size: usize,
+    /// V', compressed ids.
+    pub compressed_vocab_size: u32,
+    /// Tokens of the training stream.
+    pub train_stream_tokens: u64,
+    /// Bytes of the training books.
+    pub train_bytes: u64,
+    /// Tokens of the held-out stream (boundaries included).
+    pub val_stream_tokens: u64,
+    /// Bytes of the held-out books.
+    pub val_bytes: u64,
+    /// Fraction of held-out tokens that are the unknown id.
+    pub val_unk_fraction: f64,
+    /// Training books: name, bytes, share of the training bytes.
+    pub train_mix: Vec<(String, u64, f64)>,
+}
+
+impl DataStats {
+    /// The stats of prepared data.
+    pub fn of(data: &PreparedData) -> Self {
+        Self {
+            tokenizer: data.config.tokenizer.name().to_string(),
+            tokenizer_sha256: data.tokenizer_sha256.clone(),
+            vocab_size: data.vocab_size,
+            compressed_vocab_size: data.compressed_vocab_size,
+            train_stream_tokens: data.train.len() as u64,
+            train_bytes: data.train_books.iter().map(|b| b.bytes as u64).sum(),
+            val_stream_tokens: data.val.len() as u64,
+            val_bytes: data.val_bytes() as u64,
+            val_unk_fraction: data.val_unk_fraction,
+            train_mix: data.train_mix().into_iter().map(|(n, b, f)| (n, b as u64, f)).collect(),
+        }
+    }
 }
 
 /// How [`run`] reports progress.
@@ -380,12 +490,6 @@ pub struct RunOptions {
     /// second core while the backbone's optimiser steps; the results are bit-identical either
     /// way.
     pub sequential: bool,
-}
-
-/// The model's Engram state: the hashing used by the batcher and one table per layer.
-pub struct EngramState {
-    /// Tables, one per Engram block in block order.
-    pub tables: Vec<EngramTable>,
 }
 
 /// Build the batcher's hashing for a model, from the prepared data.
@@ -451,33 +555,42 @@ fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
     }
 }
 
-/// Mean validation loss of `model` over `starts` windows of `stream`.
+/// Score `windows` of the held-out stream ([`crate::eval`]): the summed loss, tokens and bytes
+/// of the targets each window scores, overall and per book. Windows run `batcher.batch` at a
+/// time; the last batch is filled up with windows that score nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
     batcher: &mut Batcher,
     tables: &[EngramTable],
-    stream: &[u32],
-    starts: &[usize],
+    data: &PreparedData,
+    windows: &[EvalWindow],
     device: &Device,
     zero_memory: bool,
-) -> Result<f32, TrainError> {
+) -> Result<EvalReport, TrainError> {
     let heads = batcher.engram().map(|e| e.hasher.heads_per_layer()).unwrap_or(0);
+    let (b, t, v) = (batcher.batch, batcher.seq_len, data.vocab_size);
+    let mut report = EvalReport::new(&data.val_books);
     let mut batch = HostBatch::default();
-    let mut total = 0.0f64;
-    let mut n = 0usize;
-    for chunk in starts.chunks(batcher.batch) {
-        if chunk.len() < batcher.batch {
-            break;
-        }
-        batcher.make(stream, chunk, &mut batch)?;
-        let (x, y) = upload_batch(&batch, device);
+    for chunk in windows.chunks(b) {
+        let mut starts: Vec<usize> = chunk.iter().map(|w| w.start).collect();
+        starts.resize(b, chunk[0].start);
+        batcher.make(&data.val, &starts, &mut batch)?;
+        let (x, _) = upload_batch(&batch, device);
         let mems = upload_memories(&batch, gather_rows(&batch, tables)?, tables, heads, device, false);
-        let (loss, _) = model.loss_with_aux(x, y, &mems, zero_memory);
-        total += loss.into_scalar::<f32>() as f64;
-        n += 1;
+        let logits = model.forward(x, &mems, zero_memory); // [B, T, V]
+        let mut logits = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
+        for (i, w) in chunk.iter().enumerate() {
+            for p in w.score_from..t {
+                let row = (i * t + p) * v;
+                let target = batch.targets[i * t + p] as usize;
+                let nats = crate::model::xent::softmax_cross_entropy_rows(&mut logits[row..row + v], v, &[target], None);
+                report.add(w.book, nats, data.val_token_bytes[w.start + 1 + p]);
+            }
+        }
     }
-    Ok((total / n.max(1) as f64) as f32)
+    report.finish();
+    Ok(report)
 }
 
 /// Remove what an earlier run in `out_dir` left that a fresh run would not replace at once:
@@ -571,7 +684,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         mut step_times,
         rows: mut curve,
     } = progress;
-    let eval_starts = batcher.eval_starts(data.val.len(), tc.eval_windows.div_ceil(tc.batch_size) * tc.batch_size);
+    let final_windows = plan_windows(&data.val_books, tc.seq_len, tc.stride())?;
+    let subset_windows = subset(&final_windows, tc.eval_windows);
+    let mut final_eval: Option<(EvalReport, f64)> = None;
 
     let metrics_path = out_dir.join("metrics.csv");
     // The file starts as exactly the rows of the state training starts from (none, or the
@@ -718,23 +833,32 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         let log_now = eval_now || done % (tc.eval_every / 4).max(1) == 0;
         if log_now {
             last_train = (loss_sum / loss_n as f64) as f32;
-            let val_loss = if eval_now {
+            let (val_loss, val_bpb) = if eval_now {
                 let valid = model.valid();
-                evaluate(&valid, &mut batcher, &tables, &data.val, &eval_starts, &eval_device, false)?
+                let t_eval = Instant::now();
+                let windows = if done == tc.steps { &final_windows } else { &subset_windows };
+                let r = evaluate(&valid, &mut batcher, &tables, data, windows, &eval_device, false)?;
+                let scores = (r.loss() as f32, r.bpb() as f32);
+                if done == tc.steps {
+                    final_eval = Some((r, t_eval.elapsed().as_secs_f64()));
+                }
+                scores
             } else {
-                f32::NAN
+                (f32::NAN, f32::NAN)
             };
             let row = MetricRow {
                 step: done,
                 tokens: done as u64 * tokens_per_step,
                 train_loss: last_train,
                 val_loss,
+                val_bpb,
                 lr,
                 elapsed_seconds: elapsed_before + t_train.elapsed().as_secs_f64(),
             };
             writeln!(metrics, "{}", row.csv()).map_err(io_err(&metrics_path))?;
             if eval_now {
-                let line = format!("{:>14} step {:>5}  train {:.4}  val {:.4}  lr {:.2e}", cfg.name, done, last_train, val_loss, lr);
+                let set = if done == tc.steps { "all held-out bytes" } else { "subset" };
+                let line = format!("{:>14} step {:>5}  train {:.4}  val {:.4} ({:.4} bpb, {set})  lr {:.2e}", cfg.name, done, last_train, val_loss, val_bpb, lr);
                 if interactive {
                     bar.println(line);
                 } else if opts.progress {
@@ -765,9 +889,20 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     metrics.sync_all().map_err(io_err(&metrics_path))?;
     bar.finish_and_clear();
     let valid = model.valid();
-    let val_loss = curve.last().map(|r| r.val_loss).unwrap_or(f32::NAN);
-    let val_loss_memory_off = if opts.eval_memory_off && !tables.is_empty() {
-        Some(evaluate(&valid, &mut batcher, &tables, &data.val, &eval_starts, &eval_device, true)?)
+    // A run resumed from its final checkpoint has no final evaluation in memory: redo it.
+    let (final_report, mut eval_seconds) = match final_eval {
+        Some(f) => f,
+        None => {
+            let t_eval = Instant::now();
+            let r = evaluate(&valid, &mut batcher, &tables, data, &final_windows, &eval_device, false)?;
+            (r, t_eval.elapsed().as_secs_f64())
+        }
+    };
+    let memory_off = if opts.eval_memory_off && !tables.is_empty() {
+        let t_eval = Instant::now();
+        let r = evaluate(&valid, &mut batcher, &tables, data, &final_windows, &eval_device, true)?;
+        eval_seconds += t_eval.elapsed().as_secs_f64();
+        Some(r)
     } else {
         None
     };
@@ -778,8 +913,16 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         variant: if cfg.model.engram.is_some() { "engram" } else { "baseline" }.to_string(),
         cost: run_cost,
         train_tokens: tc.steps as u64 * tokens_per_step,
-        val_loss,
-        val_loss_memory_off,
+        val_loss: final_report.loss() as f32,
+        val_bpb: final_report.bpb(),
+        val_bytes: final_report.bytes,
+        val_tokens: final_report.tokens,
+        val_books: final_report.books.clone(),
+        val_loss_memory_off: memory_off.as_ref().map(|r| r.loss() as f32),
+        val_bpb_memory_off: memory_off.as_ref().map(EvalReport::bpb),
+        eval_seconds,
+        epochs: (tc.steps as u64 * tokens_per_step) as f64 / data.train.len() as f64,
+        data: DataStats::of(data),
         final_train_loss: last_train,
         tokens_per_sec: (tc.steps as u64 * tokens_per_step) as f64 / train_seconds.max(1e-9),
         median_step_seconds: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),

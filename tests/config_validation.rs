@@ -55,6 +55,12 @@ const CASES: &[Case] = &[
     ("train.eval_windows", |c| c.train.eval_windows = 0),
     ("train.checkpoint_every", |c| c.train.checkpoint_every = 41), // > steps = 40
     ("data.vocab_size", |c| c.data.vocab_size = 1),
+    ("train.eval_stride", |c| c.train.eval_stride = Some(0)),
+    ("train.eval_stride", |c| c.train.eval_stride = Some(33)), // > seq_len = 32
+    ("data.tokenizer_file", |c| {
+        c.data.tokenizer = engram::tokenizer::TokenizerKind::Gpt2;
+        c.data.tokenizer_file = Some("x.json".into());
+    }),
     ("model.vocab_size", |c| c.data.vocab_size = 1024), // != model.vocab_size
     ("data.val_books", |c| c.data.val_books = vec![]),
     ("data.val_books", |c| c.data.val_books = vec!["carroll-alice".into(), "carroll-alice".into()]),

@@ -23,7 +23,7 @@ fn quick(bin: &str, dir: &Path) -> SweepSummary {
     let out = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().expect("utf-8 temp path")]);
     assert!(out.status.success(), "{bin} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("val loss"), "no end-of-run table:\n{stdout}");
+    assert!(stdout.contains("val bpb"), "no end-of-run table:\n{stdout}");
     let s = SweepSummary::read(dir).expect("summary.json parses as a sweep summary");
     assert!(s.quick);
     assert!(s.seeds >= 3, "at least 3 seeds");
@@ -32,14 +32,14 @@ fn quick(bin: &str, dir: &Path) -> SweepSummary {
         for file in ["config.json", "metrics.csv", "summary.json"] {
             assert!(dir.join(&r.record.name).join(file).is_file(), "{}/{file} missing", r.record.name);
         }
-        assert!(r.record.val_loss.is_finite() && r.record.val_loss > 0.0);
+        assert!(r.record.val_loss.is_finite() && r.record.val_loss > 0.0 && r.record.val_bpb > 0.0 && r.record.val_bytes > 0);
     }
     for g in &s.groups {
         assert_eq!(g.n, s.seeds, "{}", g.group);
         let mut seeds = g.seeds.clone();
         seeds.dedup();
         assert_eq!(seeds.len(), s.seeds, "{}: distinct seeds", g.group);
-        assert!(g.val_loss_mean.is_finite() && g.val_loss_std >= 0.0);
+        assert!(g.val_bpb_mean.is_finite() && g.val_bpb_std >= 0.0);
     }
     assert!(!s.plots.is_empty());
     for p in &s.plots {
@@ -61,9 +61,9 @@ fn exp_scaling_quick_writes_runs_fit_and_plot() {
     assert!(sizes.windows(2).all(|w| w[1] > 2.0 * w[0]), "log-spaced table sizes: {sizes:?}");
     let base = s.group("baseline").expect("the baseline is trained with the same seeds");
     assert_eq!(base.params_table, 0);
-    let fit = &s.analysis["fit_loss_on_log10_slots"];
+    let fit = &s.analysis["fit_bpb_on_log10_slots"];
     assert!(fit["slope"].is_f64() && fit["slope_se"].is_f64(), "fit in the summary: {fit}");
-    assert!(s.groups.iter().filter(|g| g.x.is_some()).all(|g| g.val_loss_memory_off_mean.is_some()));
+    assert!(s.groups.iter().filter(|g| g.x.is_some()).all(|g| g.val_bpb_memory_off_mean.is_some()));
     assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_slots.png")));
 
     // A finished experiment is not replaced without --overwrite: a message, not a panic.
@@ -108,7 +108,7 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
         assert!(groups.contains(&want), "variant {want} missing from {groups:?}");
     }
     let full = s.group("full").unwrap();
-    assert!(full.val_loss_memory_off_mean.is_some(), "the full model is also evaluated with its memory zeroed");
+    assert!(full.val_bpb_memory_off_mean.is_some(), "the full model is also evaluated with its memory zeroed");
     // Budget kept: 2-grams only has the table parameters of 2 + 3; the size-one control has one row per head.
     assert_eq!(s.group("2gram-only").unwrap().flops_per_token, full.flops_per_token);
     let table = full.params_table as f64;

@@ -117,15 +117,15 @@ fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, dir: &Path) {
 fn metrics_without_timing(dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     let lines: Vec<String> = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
-    assert_eq!(lines[0], "step,tokens,train_loss,val_loss,lr");
+    assert_eq!(lines[0], "step,tokens,train_loss,val_loss,val_bpb,lr");
     lines
 }
 
-/// Bits of the final validation and training losses in summary.json.
-fn final_loss_bits(dir: &Path) -> (u32, u32) {
+/// Bits of the final validation loss, bits per byte and training loss in summary.json.
+fn final_loss_bits(dir: &Path) -> (u32, u64, u32) {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    let bits = |k: &str| (v[k].as_f64().unwrap_or_else(|| panic!("{k} in summary.json")) as f32).to_bits();
-    (bits("val_loss"), bits("final_train_loss"))
+    let get = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in summary.json"));
+    ((get("val_loss") as f32).to_bits(), get("val_bpb").to_bits(), (get("final_train_loss") as f32).to_bits())
 }
 
 /// A finished `tiny` run in `dir/run`, with its config file.

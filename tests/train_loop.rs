@@ -50,7 +50,7 @@ fn a_few_training_steps_reduce_the_loss_and_write_the_run_directory() {
             assert!(dir.join(f).is_file(), "{} missing {f}", cfg.name);
         }
         let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
-        assert!(csv.starts_with("step,tokens,train_loss,val_loss,lr,elapsed_seconds\n"));
+        assert!(csv.starts_with("step,tokens,train_loss,val_loss,val_bpb,lr,elapsed_seconds\n"));
         assert_eq!(csv.lines().count(), 1 + r.curve.len());
         if engram {
             assert_eq!(r.cost.table_rows.len(), 1);
@@ -80,7 +80,7 @@ fn overlapping_the_table_update_and_next_batch_with_the_optimiser_changes_no_bit
             results.push((r, ck));
         }
         let bits = |(r, ck): &(RunResult, checkpoint::Checkpoint)| {
-            let curve: Vec<_> = r.curve.iter().map(|row| (row.step, row.train_loss.to_bits(), row.val_loss.to_bits())).collect();
+            let curve: Vec<_> = r.curve.iter().map(|row| (row.step, row.train_loss.to_bits(), row.val_loss.to_bits(), row.val_bpb.to_bits())).collect();
             let tables: Vec<_> = ck.tables.iter().map(|t| (t.step, t.weights.iter().chain(&t.m).chain(&t.v).map(|x| x.to_bits()).collect::<Vec<_>>())).collect();
             // The backbone is compared through its losses: the checkpoint's module record also
             // holds parameter ids, which differ from run to run.
@@ -103,13 +103,13 @@ fn exp_engram_quick_writes_every_promised_file() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("val loss") && stdout.contains("baseline-") && stdout.contains("engram-"), "{stdout}");
+    assert!(stdout.contains("val bpb") && stdout.contains("baseline-") && stdout.contains("engram-"), "{stdout}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let runs = summary["runs"].as_array().unwrap();
     assert!(runs.iter().filter(|r| r["variant"] == "baseline").count() >= 3);
     assert!(runs.iter().filter(|r| r["variant"] == "engram").count() >= 3);
     for r in runs {
-        for key in ["name", "variant", "n_layers", "d_model", "table_rows", "params_backbone", "params_table", "table_bytes", "flops_per_token", "train_tokens", "val_loss", "tokens_per_sec", "wall_seconds"] {
+        for key in ["name", "variant", "n_layers", "d_model", "table_rows", "params_backbone", "params_table", "table_bytes", "flops_per_token", "train_tokens", "val_loss", "val_bpb", "val_bytes", "epochs", "tokens_per_sec", "wall_seconds"] {
             assert!(!r[key].is_null(), "run {} lacks {key}", r["name"]);
         }
         let run_dir = dir.join(r["name"].as_str().unwrap());

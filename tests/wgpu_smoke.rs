@@ -15,7 +15,7 @@ fn a_small_engram_model_trains_on_wgpu() {
         Ok(d) => d,
         Err(e) => panic!("wgpu must be usable where this test runs (CI installs mesa-vulkan-drivers): {e}"),
     };
-    let data_cfg = DataConfig { vocab_size: 256, ..DataConfig::default() };
+    let data_cfg = DataConfig::bytes();
     let data = PreparedData::prepare(&data_cfg).unwrap();
     let model = ModelConfig::new(256, 32, 2, 2, 16).with_engram(EngramConfig { layer_ids: vec![1], table_size: vec![512, 512], d_head: 8, ..EngramConfig::default() });
     let cfg = ExperimentConfig {

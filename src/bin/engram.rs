@@ -4,6 +4,8 @@
 //!   reference demo (`engram_demo_v1.py`) for the `deepseek-v3-demo` preset.
 //! * `engram train` trains one model from a JSON config into a run directory, continues an
 //!   interrupted run from its checkpoint, or prints an example config.
+//! * `engram tokenizer train` trains the corpus BPE on the training books (the shipped
+//!   `data/tokenizer/bpe-<V>.json` are made by it).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,14 +19,16 @@ use engram::checkpoint::{self, CheckpointError};
 use engram::device::device_from_name;
 use engram::experiment::load_data;
 use engram::hashing::{HashConfig, NgramHasher};
-use engram::tokenizer::{Compression, Tokenizer, TokenizerKind};
+use engram::data::corpus::{Corpus, DEFAULT_VAL_BOOKS};
+use engram::tokenizer::{bpe, Compression, CorpusBpe, Tokenizer, TokenizerKind};
 use engram::train::{ExperimentConfig, RunOptions, TrainError, PRESET_NAMES};
 
 const EXAMPLES: &str = "Examples:
   engram hash --text \"Only Alexander the Great\"
   engram train --print-config tiny > tiny.json
   engram train --config tiny.json --out runs/tiny
-  engram train --resume runs/tiny";
+  engram train --resume runs/tiny
+  engram tokenizer train --vocab-size 4096";
 
 const TRAIN_EXAMPLES: &str = "Examples:
   engram train --print-config tiny > tiny.json     # a complete config to edit
@@ -48,12 +52,43 @@ enum Command {
     /// Train one model from a JSON config, continue an interrupted run, or print a config.
     ///
     /// A run directory gets config.json (before training), metrics.csv (one row per logging
-    /// interval; columns step,tokens,train_loss,val_loss,lr,elapsed_seconds), checkpoint/ (every
+    /// interval; columns step,tokens,train_loss,val_loss,val_bpb,lr,elapsed_seconds), checkpoint/ (every
     /// train.checkpoint_every steps and at the end) and summary.json (when the run finishes).
     /// `--resume` continues from the checkpoint with the same batches and updates, so the result
     /// equals that of an uninterrupted run (timings aside).
     #[command(after_help = TRAIN_EXAMPLES)]
     Train(TrainArgs),
+    /// Train the corpus tokenizer (byte-level BPE).
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE on the training books (every book but the held-out ones) and
+    /// write its JSON; prints its sha256, and updates the SHA256SUMS beside it if there is one.
+    ///
+    /// Example: engram tokenizer train --vocab-size 4096   (writes data/tokenizer/bpe-4096.json)
+    Train(TokenizerTrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenizerTrainArgs {
+    /// Number of ids: 256 bytes, <|endoftext|> and the merges.
+    #[arg(long, default_value_t = bpe::DEFAULT_VOCAB_SIZE)]
+    vocab_size: usize,
+    /// Output file (default: data/tokenizer/bpe-<vocab-size>.json of this crate).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// A directory of .txt/.txt.gz books instead of the shipped corpus.
+    #[arg(long, value_name = "DIR")]
+    corpus_dir: Option<PathBuf>,
+    /// Held-out books, never seen by the tokenizer (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_VAL_BOOKS.iter().map(|s| s.to_string()))]
+    val_books: Vec<String>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(clap::Args)]
@@ -274,14 +309,63 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let opts = RunOptions { progress: !args.no_progress, eval_memory_off: cfg.model.engram.is_some(), checkpoints: true, resume, turns: None, sequential: false };
     let r = engram::train::run(&cfg, &data, &device, dir, &opts).map_err(|e| explain(e, dir))?;
     println!(
-        "{}: val loss {:.4} after {} steps ({} tokens, {:.0} tok/s); results in {}",
+        "{}: {:.4} bits per byte ({:.4} nats per token) over {} held-out bytes after {} steps ({} tokens, {:.0} tok/s); results in {}",
         r.name,
+        r.val_bpb,
         r.val_loss,
+        r.val_bytes,
         r.steps,
         r.train_tokens,
         r.tokens_per_sec,
         dir.display()
     );
+    Ok(())
+}
+
+fn tokenizer_train(args: &TokenizerTrainArgs) -> anyhow::Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| bpe::shipped_file(args.vocab_size));
+    if out.exists() && !args.overwrite {
+        anyhow::bail!("{} exists; pass --overwrite to replace it, or choose another --out", out.display());
+    }
+    let corpus = match &args.corpus_dir {
+        Some(d) => Corpus::load_dir(d)?,
+        None => Corpus::load_shipped()?,
+    };
+    let val: Vec<&str> = args.val_books.iter().map(String::as_str).collect();
+    corpus.check_books(&val)?;
+    let (train, held_out) = corpus.split_by_book(&val);
+    if train.is_empty() {
+        anyhow::bail!("--val-books holds out every book; nothing left to train on");
+    }
+    let t = std::time::Instant::now();
+    eprintln!("training a {}-id byte-level BPE on {} books ({} bytes) ...", args.vocab_size, train.len(), train.iter().map(|b| b.text.len()).sum::<usize>());
+    let texts: Vec<&str> = train.iter().map(|b| b.text.as_str()).collect();
+    let json = bpe::train(&texts, args.vocab_size)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    engram::train::write_atomic(&out, json.as_bytes())?;
+    let sha = bpe::sha256_hex(json.as_bytes());
+    let sums = out.with_file_name(bpe::SHA256SUMS);
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    if sums.exists() {
+        let old = std::fs::read_to_string(&sums).with_context(|| format!("cannot read {}", sums.display()))?;
+        let mut lines: Vec<String> = old.lines().filter(|l| l.split_once("  ").map(|(_, f)| f) != Some(name.as_str())).map(str::to_string).collect();
+        lines.push(format!("{sha}  {name}"));
+        lines.sort_by(|a, b| a.split_once("  ").map(|x| x.1).cmp(&b.split_once("  ").map(|x| x.1)));
+        engram::train::write_atomic(&sums, (lines.join("\n") + "\n").as_bytes())?;
+    }
+    let tok = Tokenizer::from_bpe(CorpusBpe::load(&out, Some(args.vocab_size))?);
+    let bytes_per_token = |books: &[&engram::data::corpus::Book]| {
+        let bytes: usize = books.iter().map(|b| b.text.len()).sum();
+        let tokens: usize = books.iter().map(|b| tok.encode(&b.text).len()).sum();
+        bytes as f64 / tokens.max(1) as f64
+    };
+    println!("{}: {} ids, V' = {} after compression, sha256 {sha}", out.display(), tok.vocab_size(), Compression::build(&tok).compressed_vocab_size());
+    println!("bytes per token: {:.3} on the training books, {:.3} on the held-out books ({:.1} s)", bytes_per_token(&train), bytes_per_token(&held_out), t.elapsed().as_secs_f64());
+    if sums.exists() {
+        println!("{} updated", sums.display());
+    }
     Ok(())
 }
 
@@ -291,6 +375,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Hash(args) => hash(args),
         Command::Train(args) => train(args),
+        Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

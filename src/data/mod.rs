@@ -6,4 +6,4 @@ pub mod prepare;
 
 pub use batcher::{Batcher, EngramHashing, HostBatch, LayerRows};
 pub use corpus::Corpus;
-pub use prepare::{DataConfig, PreparedData};
+pub use prepare::{BookSpan, DataConfig, PreparedData};
