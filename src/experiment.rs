@@ -43,10 +43,21 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// The data of an experiment whose default vocabulary size is `vocab_size`: the chosen
-    /// tokenizer at that size (bytes: 256).
+    /// tokenizer at that size (bytes: 256); with `--quick`, [`QUICK_VAL_BOOKS`] held out.
     pub fn data(&self, vocab_size: usize) -> DataConfig {
-        DataConfig::for_tokenizer(self.tokenizer, vocab_size)
+        quick_data(DataConfig::for_tokenizer(self.tokenizer, vocab_size), self.quick)
     }
+}
+
+/// The held-out books of `--quick` runs: one short book, so that the final evaluation (every
+/// held-out byte) stays a small share of a smoke run.
+pub const QUICK_VAL_BOOKS: &[&str] = &["carroll-alice"];
+
+fn quick_data(mut data: DataConfig, quick: bool) -> DataConfig {
+    if quick {
+        data.val_books = QUICK_VAL_BOOKS.iter().map(|s| s.to_string()).collect();
+    }
+    data
 }
 
 /// Seeds per configuration of the multi-seed sweeps unless `--seeds` says otherwise.
@@ -747,9 +758,10 @@ use crate::train::TrainConfig;
 /// `exp_ablation`): one backbone, one data set, one training recipe; only the experiment's
 /// variable changes between runs.
 ///
-/// Default: the backbone and data of `exp_engram`'s default (D 64, 2 blocks, 4 heads, GPT-2
-/// tokens in a 4,096-id vocabulary, batches of 16 × 64 tokens), Engram before block 1.
-/// `--quick`: D 32, 2 blocks, 2 heads, vocabulary 1,024, 40 steps of 8 × 32 tokens.
+/// Default: the backbone and data of `exp_engram`'s default (D 64, 2 blocks, 4 heads, the
+/// 4,096-id corpus BPE, batches of 16 × 64 tokens), Engram before block 1.
+/// `--quick`: D 32, 2 blocks, 2 heads, vocabulary 1,024, 40 steps of 8 × 32 tokens, one
+/// held-out book ([`QUICK_VAL_BOOKS`]).
 #[derive(Clone, Debug)]
 pub struct ScienceSetup {
     /// Hidden size.
@@ -762,6 +774,8 @@ pub struct ScienceSetup {
     pub vocab_size: usize,
     /// Tokenizer.
     pub tokenizer: crate::tokenizer::TokenizerKind,
+    /// `--quick`: only [`QUICK_VAL_BOOKS`] are held out.
+    pub quick: bool,
     /// The block that gets Engram in single-block configurations.
     pub engram_block: usize,
     /// Training (seed set per run).
@@ -779,6 +793,7 @@ impl ScienceSetup {
                 n_heads: 2,
                 vocab_size: 1024,
                 tokenizer: crate::tokenizer::TokenizerKind::Bpe,
+                quick: true,
                 engram_block: 1,
                 train: TrainConfig {
                     steps: steps.unwrap_or(40),
@@ -798,6 +813,7 @@ impl ScienceSetup {
                 n_heads: 4,
                 vocab_size: 4096,
                 tokenizer: crate::tokenizer::TokenizerKind::Bpe,
+                quick: false,
                 engram_block: 1,
                 train: TrainConfig {
                     steps,
@@ -821,7 +837,7 @@ impl ScienceSetup {
 
     /// The data settings.
     pub fn data(&self) -> DataConfig {
-        DataConfig::for_tokenizer(self.tokenizer, self.vocab_size)
+        quick_data(DataConfig::for_tokenizer(self.tokenizer, self.vocab_size), self.quick)
     }
 
     /// The dense backbone without Engram.

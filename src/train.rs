@@ -170,8 +170,9 @@ pub const PRESET_NAMES: [&str; 3] = ["tiny", "small", "bytes"];
 
 impl ExperimentConfig {
     /// Preset `tiny`, a run of seconds on a CPU (tests, smoke runs): D 32, 2 blocks, Engram at
-    /// block 0 (2 orders × 4 heads of ~1,024-row tables, d_head 8), the 512-id corpus BPE, 40
-    /// steps of 4 × 32 tokens, evaluation every 20 steps, a checkpoint every 10.
+    /// block 0 (2 orders × 4 heads of ~1,024-row tables, d_head 8), the 512-id corpus BPE with
+    /// one short held-out book (*Alice*), 40 steps of 4 × 32 tokens, evaluation every 20
+    /// steps, a checkpoint every 10.
     pub fn tiny() -> Self {
         const VOCAB: usize = 512;
         const SEQ_LEN: usize = 32;
@@ -189,7 +190,7 @@ impl ExperimentConfig {
                 checkpoint_every: 10,
                 ..TrainConfig::default()
             },
-            data: DataConfig { vocab_size: VOCAB, ..DataConfig::default() },
+            data: DataConfig { vocab_size: VOCAB, val_books: vec!["carroll-alice".into()], ..DataConfig::default() },
         }
     }
 
@@ -556,8 +557,9 @@ fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
 }
 
 /// Score `windows` of the held-out stream ([`crate::eval`]): the summed loss, tokens and bytes
-/// of the targets each window scores, overall and per book. Windows run `batcher.batch` at a
-/// time; the last batch is filled up with windows that score nothing.
+/// of the targets each window scores, overall and per book. Windows run [`EVAL_BATCH`] (or the
+/// training batch, if larger) at a time; the last batch is filled up with windows that score
+/// nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
@@ -569,7 +571,31 @@ pub fn evaluate(
     zero_memory: bool,
 ) -> Result<EvalReport, TrainError> {
     let heads = batcher.engram().map(|e| e.hasher.heads_per_layer()).unwrap_or(0);
-    let (b, t, v) = (batcher.batch, batcher.seq_len, data.vocab_size);
+    // Larger batches than training's: the forward pass alone needs less memory, and fewer,
+    // larger products are faster. The batcher is set back to the training batch size below.
+    let train_batch = batcher.batch;
+    let (b, t, v) = (train_batch.max(EVAL_BATCH), batcher.seq_len, data.vocab_size);
+    batcher.batch = b;
+    let report = score_windows(model, batcher, tables, data, windows, device, zero_memory, heads, [b, t, v]);
+    batcher.batch = train_batch;
+    report
+}
+
+/// Windows per forward pass of [`evaluate`] (at least the training batch).
+const EVAL_BATCH: usize = 64;
+
+#[allow(clippy::too_many_arguments)]
+fn score_windows(
+    model: &Transformer,
+    batcher: &mut Batcher,
+    tables: &[EngramTable],
+    data: &PreparedData,
+    windows: &[EvalWindow],
+    device: &Device,
+    zero_memory: bool,
+    heads: usize,
+    [b, t, v]: [usize; 3],
+) -> Result<EvalReport, TrainError> {
     let mut report = EvalReport::new(&data.val_books);
     let mut batch = HostBatch::default();
     for chunk in windows.chunks(b) {
