@@ -137,6 +137,23 @@ fn baseline_flops_for(base: &[&RunRecord], bpb: f64) -> Option<f64> {
     })
 }
 
+/// "How many times its own FLOPs per token a baseline needs for the same bits per byte" as
+/// text: `2.10x` inside the baselines' range, `> 3.49x` when the run beats the largest baseline
+/// (the bound is the largest baseline's FLOPs), `< 1.05x` when the smallest beats it.
+fn worth(base: &[&RunRecord], r: &RunRecord) -> String {
+    let own = r.flops_per_token as f64;
+    if let Some(f) = baseline_flops_for(base, r.val_bpb) {
+        return format!("{:.2}x", f / own);
+    }
+    let best = base.iter().min_by(|a, b| a.val_bpb.total_cmp(&b.val_bpb));
+    let worst = base.iter().max_by(|a, b| a.val_bpb.total_cmp(&b.val_bpb));
+    match (best, worst) {
+        (Some(b), _) if r.val_bpb < b.val_bpb => format!("> {:.2}x", b.flops_per_token as f64 / own),
+        (_, Some(w)) if r.val_bpb > w.val_bpb => format!("< {:.2}x", w.flops_per_token as f64 / own),
+        _ => "-".into(),
+    }
+}
+
 fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
     let mut paths = Vec::new();
     let (base, eng): (Vec<&RunRecord>, Vec<&RunRecord>) = runs.iter().partition(|r| r.variant == "baseline");
@@ -180,7 +197,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
         log_y: false,
         series: s,
         bands: vec![],
-        annotations: vec![],
+        annotations: eng.iter().map(|r| format!("{} table rows: worth {} its FLOPs/token", si(r.table_rows as f64), worth(&base, r))).collect(),
     };
     paths.extend(line_chart(&chart, &dir.join("loss_vs_flops"))?);
 
@@ -231,11 +248,7 @@ fn print_table(runs: &[RunRecord]) {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let worth = match (r.variant.as_str(), baseline_flops_for(&base, r.val_bpb)) {
-                ("baseline", _) => "-".to_string(),
-                (_, Some(f)) => format!("{:.2}x", f / r.flops_per_token as f64),
-                (_, None) => "outside".to_string(),
-            };
+            let worth = if r.variant == "baseline" { "-".to_string() } else { worth(&base, r) };
             vec![
                 r.name.clone(),
                 si(r.params_backbone as f64),
@@ -255,7 +268,7 @@ fn print_table(runs: &[RunRecord]) {
         "{}",
         render(&["run", "backbone", "table", "FLOPs/tok", "val bpb", "mem off", "nats/tok", "worth", "tok/s", "eval s", "seconds"], &rows)
     );
-    println!("bpb: bits per byte over all {} held-out bytes; worth: the FLOPs per token a baseline needs for the same bpb (interpolated), over the run's own", runs.first().map_or(0, |r| r.val_bytes));
+    println!("bpb: bits per byte over all {} held-out bytes; worth: the FLOPs per token a baseline needs for the same bpb (interpolated between baselines; a bound outside their range), over the run's own", runs.first().map_or(0, |r| r.val_bytes));
 }
 
 fn main_inner() -> anyhow::Result<()> {
