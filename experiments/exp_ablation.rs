@@ -35,7 +35,7 @@ use engram::engram::{EngramConfig, EngramControl};
 use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{bar_chart, Bar};
-use engram::train::write_json;
+use engram::run_dir::write_json;
 
 const NAME: &str = "exp_ablation";
 /// Training steps of the default mode. Measured on the 2-core machine while shared (load

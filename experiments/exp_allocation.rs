@@ -37,7 +37,7 @@ use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, SweepA
 use engram::model::MoeConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
-use engram::train::write_json;
+use engram::run_dir::write_json;
 
 const NAME: &str = "exp_allocation";
 /// Training steps of the default mode. Measured on the 2-core machine while shared (load

@@ -23,7 +23,8 @@ use engram::model::ModelConfig;
 use engram::report::metrics::read_metrics;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, HBand, Series, Style};
-use engram::train::{write_json, ExperimentConfig, TrainConfig};
+use engram::run_dir::write_json;
+use engram::train::{ExperimentConfig, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "exp_engram", about = "Baselines of growing size vs Engram variants with growing tables: loss vs FLOPs, parameters and throughput")]

@@ -23,7 +23,7 @@ use engram::engram::EngramConfig;
 use engram::experiment::{exit_with, linear_fit, pm, sweep, SweepArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, HBand, Series, Style};
-use engram::train::write_json;
+use engram::run_dir::write_json;
 
 const NAME: &str = "exp_scaling";
 /// Training steps of the default mode. Measured on the 2-core machine while shared (load

@@ -53,7 +53,8 @@ use engram::report::table::{render, si};
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
 use engram::turns::Turn;
-use engram::train::{run, write_json, ExperimentConfig, RunOptions, TrainConfig};
+use engram::run_dir::write_json;
+use engram::train::{run, ExperimentConfig, RunOptions, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "exp_throughput", about = "Training-step time and memory vs Engram table size (sparse vs dense update), hash throughput, reference-config step time")]

@@ -2,8 +2,9 @@
 //!
 //! A run directory keeps its latest good checkpoint in one file, `checkpoint/state.ckpt`. A new
 //! checkpoint is written to `state.ckpt.tmp`, fsynced, renamed over the previous one, and the
-//! directory is fsynced: a crash at any moment leaves the old or the new checkpoint, never a
-//! partial one.
+//! directory is fsynced ([`crate::run_dir::write_atomic_with`]): a crash at any moment leaves
+//! the old or the new checkpoint, never a partial one, and a failed write (a full disk)
+//! removes its temporary file.
 //!
 //! # What it holds
 //! The backbone parameters (burn module record), the AdamW state (burn optimizer record), every
@@ -32,7 +33,7 @@
 //! checkpoint.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -81,15 +82,19 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// Reading or writing failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done ("write", "read", ...).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The cause.
+        /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
+    /// The atomic write of the checkpoint failed (its temporary file is removed).
+    #[error(transparent)]
+    Write(#[from] crate::run_dir::RunDirError),
     /// The file is not a complete, intact checkpoint.
     #[error("checkpoint {} is corrupt or truncated: {reason}", path.display())]
     Corrupt {
@@ -358,8 +363,9 @@ fn write_section<W: Write>(out: &mut W, tag: &[u8; 4], payload: &[u8]) -> std::i
 }
 
 /// Write the checkpoint of a run at `progress.step` into `run_dir/checkpoint/`, atomically
-/// (temporary file, fsync, rename, fsync of the directory). The previous checkpoint stays
-/// in place until the new one is complete.
+/// ([`crate::run_dir::write_atomic_with`]: temporary file, fsync, rename, fsync of the
+/// directory). The previous checkpoint stays in place until the new one is complete; a failed
+/// write removes its temporary file.
 #[allow(clippy::too_many_arguments)]
 pub fn write(
     run_dir: &Path,
@@ -398,18 +404,15 @@ pub fn write(
 
     let dir = run_dir.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    let mut out = BufWriter::new(file);
-    let written: std::io::Result<()> = (|| {
+    crate::run_dir::write_atomic_with(&path, |out| {
         out.write_all(MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        write_section(&mut out, TAG_META, &meta)?;
-        write_section(&mut out, TAG_MODEL, &model_bytes)?;
-        write_section(&mut out, TAG_OPTIM, &optim_bytes)?;
+        write_section(out, TAG_META, &meta)?;
+        write_section(out, TAG_MODEL, &model_bytes)?;
+        write_section(out, TAG_OPTIM, &optim_bytes)?;
         for t in tables {
             let n = (t.rows() * t.dim()) as u64;
-            let mut s = SectionWriter::begin(&mut out, TAG_TABLE, TABLE_HEADER_BYTES + 3 * 4 * n)?;
+            let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + 3 * 4 * n)?;
             for x in [t.rows() as u64, t.dim() as u64, t.step()] {
                 s.put(&x.to_le_bytes())?;
             }
@@ -419,14 +422,8 @@ pub fn write(
             }
             s.finish()?;
         }
-        write_section(&mut out, TAG_END, &[])?;
-        out.flush()?;
-        out.get_ref().sync_all()
-    })();
-    written.map_err(io_err("write", &tmp))?;
-    drop(out);
-    std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("sync", &dir))?;
+        write_section(out, TAG_END, &[])
+    })?;
     Ok(path)
 }
 

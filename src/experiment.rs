@@ -564,7 +564,7 @@ pub fn with_seeds(specs: Vec<SweepSpec>, base_seed: u64, n_seeds: usize) -> Vec<
 /// Run a sweep experiment, or with `--plot-only` read its finished summary back.
 ///
 /// Returns the output directory and the summary with `runs` and `groups` filled; the caller
-/// adds its `analysis` and `plots` and writes it with [`crate::train::write_json`].
+/// adds its `analysis` and `plots` and writes it with [`crate::run_dir::write_json`].
 pub fn sweep(common: &CommonArgs, experiment: &str, specs: Vec<SweepSpec>, n_seeds: usize, eval_memory_off: bool) -> anyhow::Result<(PathBuf, SweepSummary)> {
     let dir = common.out_dir(experiment);
     if common.plot_only {

@@ -12,6 +12,7 @@
 //! * [`data`]: the shipped corpus and the batcher that hashes once per batch;
 //!   [`eval`]: held-out evaluation in bits per byte.
 //! * [`train`]: the one training loop; [`checkpoint`]: its resumable state;
+//!   [`run_dir`]: the run directory's lock and atomic writes;
 //!   [`cost`]: parameters, bytes and FLOPs;
 //!   [`report`]: metrics files and plots.
 
@@ -48,6 +49,7 @@ pub mod experiment;
 pub mod hashing;
 pub mod model;
 pub mod report;
+pub mod run_dir;
 pub mod runtime;
 pub mod table;
 pub mod tokenizer;

@@ -28,6 +28,7 @@ use crate::hashing::{default_rng, NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::turns::Turn;
 use crate::table::{EngramTable, TableBlock, UpdateMode};
+use crate::run_dir::{write_atomic, write_json, RunDirError, RunDirLock};
 use crate::ConfigError;
 
 /// Optimisation and evaluation settings.
@@ -278,13 +279,19 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// I/O on the run directory.
-    #[error("{path}: {source}")]
+    #[error("cannot {action} {}", path.display())]
     Io {
+        /// What was being done.
+        action: &'static str,
         /// The path.
         path: PathBuf,
-        /// The error.
+        /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
+    /// The run directory's lock or an atomic write failed.
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
     /// Hashing failed (e.g. an id outside the compressed vocabulary).
     #[error(transparent)]
     Hash(#[from] crate::hashing::HashError),
@@ -325,25 +332,8 @@ pub enum TrainError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
-}
-
-/// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-/// Write `value` as pretty JSON to `path` atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    let s = serde_json::to_string_pretty(value).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })?;
-    write_atomic(path, s.as_bytes())
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> TrainError + 'p {
+    move |source| TrainError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// One row of `metrics.csv`.
@@ -624,12 +614,12 @@ fn score_windows(
 fn remove_stale_results(out_dir: &Path) -> Result<(), TrainError> {
     let summary = out_dir.join("summary.json");
     match std::fs::remove_file(&summary) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&summary)(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &summary)(e)),
         _ => {}
     }
     let ckpt = out_dir.join(checkpoint::CHECKPOINT_DIR);
     if ckpt.exists() {
-        std::fs::remove_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+        std::fs::remove_dir_all(&ckpt).map_err(io_err("remove", &ckpt))?;
     }
     Ok(())
 }
@@ -653,6 +643,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             return Err(TrainError::DataTooShort { split, len, need: tc.seq_len + 1 });
         }
     }
+    // One process per run directory: a second one is refused here, before it reads or
+    // writes anything.
+    let _lock = RunDirLock::acquire(out_dir)?;
     let setup_turn = opts.turns.as_deref().map(Turn::hold);
     let data_fingerprint = checkpoint::data_fingerprint(data);
     // Everything a resumed run needs is read and checked before anything is written.
@@ -662,7 +655,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         ck.check_data(data)?;
         Some(ck)
     } else {
-        std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+        std::fs::create_dir_all(out_dir).map_err(io_err("create", out_dir))?;
         remove_stale_results(out_dir)?;
         write_json(&out_dir.join("config.json"), cfg)?;
         None
@@ -723,7 +716,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         text.push('\n');
     }
     write_atomic(&metrics_path, text.as_bytes())?;
-    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io_err(&metrics_path))?;
+    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io_err("open", &metrics_path))?;
 
     let bar = if opts.progress { indicatif::ProgressBar::new(tc.steps as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
@@ -881,7 +874,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 lr,
                 elapsed_seconds: elapsed_before + t_train.elapsed().as_secs_f64(),
             };
-            writeln!(metrics, "{}", row.csv()).map_err(io_err(&metrics_path))?;
+            writeln!(metrics, "{}", row.csv()).map_err(io_err("append to", &metrics_path))?;
             if eval_now {
                 let set = if done == tc.steps { "all held-out bytes" } else { "subset" };
                 let line = format!("{:>14} step {:>5}  train {:.4}  val {:.4} ({:.4} bpb, {set})  lr {:.2e}", cfg.name, done, last_train, val_loss, val_bpb, lr);
@@ -912,7 +905,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         }
     }
     let _final_turn = opts.turns.as_deref().map(Turn::hold);
-    metrics.sync_all().map_err(io_err(&metrics_path))?;
+    metrics.sync_all().map_err(io_err("sync", &metrics_path))?;
     bar.finish_and_clear();
     let valid = model.valid();
     // A run resumed from its final checkpoint has no final evaluation in memory: redo it.

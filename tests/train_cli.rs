@@ -88,7 +88,7 @@ fn assert_error(out: &Output, needles: &[&str]) -> String {
     line.to_string()
 }
 
-/// Every file under `dir` with its bytes.
+/// Every file under `dir` with its bytes (but the lock file, which holds its last holder's pid).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -97,7 +97,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p.file_name() != Some(std::ffi::OsStr::new(engram::run_dir::LOCK_FILE)) {
                 out.insert(p.clone(), std::fs::read(&p).unwrap());
             }
         }
@@ -189,6 +189,41 @@ fn a_run_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
 }
 
 #[test]
+fn a_second_process_on_a_run_directory_in_use_is_refused_at_once() {
+    let dir = scratch("lock");
+    let cfg = config_file(&dir, "long", |v| {
+        v["train"]["steps"] = 2000.into();
+        v["train"]["checkpoint_every"] = 10.into();
+    });
+    let a = dir.join("a");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engram"))
+        .args(["train", "--no-progress", "--config", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run trains (its first checkpoint is written).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpoint::peek(&a).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the first run stopped early");
+        assert!(Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    for out in [train(&cfg, &a, &["--overwrite"]), resume(&a)] {
+        let err = assert_error(&out, &["in use by another process", &format!("pid {}", child.id())]);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "refused at once, not after training");
+    assert!(child.try_wait().unwrap().is_none(), "the first run is unharmed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Once it is gone (even by SIGKILL) its lock is gone with it.
+    assert!(engram::run_dir::RunDirLock::acquire(&a).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_same_config_and_seed_give_bit_identical_metrics() {
     let dir = scratch("determinism");
     let cfg = config_file(&dir, "tiny", |_| {});
@@ -205,7 +240,7 @@ fn the_same_config_and_seed_give_bit_identical_metrics() {
 
 #[test]
 fn print_config_presets_are_complete_valid_configs() {
-    for (name, preset) in [("tiny", ExperimentConfig::tiny()), ("small", ExperimentConfig::small())] {
+    for (name, preset) in [("tiny", ExperimentConfig::tiny()), ("small", ExperimentConfig::small()), ("bytes", ExperimentConfig::bytes())] {
         let out = engram(&["train", "--print-config", name]);
         assert_ok(&out);
         let cfg: ExperimentConfig = serde_json::from_slice(&out.stdout).unwrap();

@@ -289,6 +289,11 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         _ => unreachable!("clap requires exactly one of --config (with --out), --resume, --print-config"),
     };
+    // A run directory in use by another process is refused before anything else is looked at
+    // (the training loop holds its lock while it runs).
+    if dir.is_dir() {
+        drop(engram::run_dir::RunDirLock::acquire(dir)?);
+    }
     let device = device_from_name(&args.device)?;
     if resume {
         let header = match checkpoint::peek(dir) {
@@ -344,7 +349,7 @@ fn tokenizer_train(args: &TokenizerTrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    engram::train::write_atomic(&out, json.as_bytes())?;
+    engram::run_dir::write_atomic(&out, json.as_bytes())?;
     let sha = bpe::sha256_hex(json.as_bytes());
     let sums = out.with_file_name(bpe::SHA256SUMS);
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -353,7 +358,7 @@ fn tokenizer_train(args: &TokenizerTrainArgs) -> anyhow::Result<()> {
         let mut lines: Vec<String> = old.lines().filter(|l| l.split_once("  ").map(|(_, f)| f) != Some(name.as_str())).map(str::to_string).collect();
         lines.push(format!("{sha}  {name}"));
         lines.sort_by(|a, b| a.split_once("  ").map(|x| x.1).cmp(&b.split_once("  ").map(|x| x.1)));
-        engram::train::write_atomic(&sums, (lines.join("\n") + "\n").as_bytes())?;
+        engram::run_dir::write_atomic(&sums, (lines.join("\n") + "\n").as_bytes())?;
     }
     let tok = Tokenizer::from_bpe(CorpusBpe::load(&out, Some(args.vocab_size))?);
     let bytes_per_token = |books: &[&engram::data::corpus::Book]| {
