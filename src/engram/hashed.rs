@@ -64,7 +64,7 @@ use burn::tensor::{Device, Gradients, Tensor};
 
 use super::{Engram, EngramConfig, EngramMemory, SHORT_CONV_KERNEL, TABLE_LR_MULT};
 use crate::hashing::{unique_rows, HashError, NgramHasher};
-use crate::table::{EngramTable, TableAdam, TableError, UpdateMode, DEFAULT_TABLE_INIT_STD};
+use crate::table::{EngramTable, TableAdam, TableBlock, TableError, UpdateMode, DEFAULT_TABLE_INIT_STD};
 use crate::tokenizer::Compression;
 use crate::ConfigError;
 
@@ -391,6 +391,24 @@ impl EngramHost {
         self.table.adam_step(uniq, row_grads, o.table_lr(lr), &o.adam, o.update)?;
         Ok(())
     }
+
+    /// [`EngramHost::step_rows`] for this batch, then [`EngramHost::gather`] for the next one,
+    /// as blocks of rows that any threads may run in any order with the same result
+    /// ([`EngramTable::update_then_gather`]): what a loop that prepares the next batch while
+    /// the backbone's optimiser runs needs. `next` is the next batch's [`EngramHost::hash`];
+    /// its values are complete once every block has run. With [`UpdateMode::Dense`] the update
+    /// and the gather run here and no blocks are returned.
+    pub fn step_then_gather<'a>(&'a mut self, uniq: &'a [u32], row_grads: &'a [f32], lr: f64, next: &'a mut HostLookup, block_rows: usize) -> Result<Vec<TableBlock<'a>>, EngramError> {
+        if self.optim.update == UpdateMode::Dense {
+            self.step_rows(uniq, row_grads, lr)?;
+            self.gather(next)?;
+            return Ok(Vec::new());
+        }
+        let o = self.optim;
+        next.d_head = self.table.dim();
+        let HostLookup { uniq: next_uniq, values, .. } = next;
+        Ok(self.table.update_then_gather(uniq, row_grads, o.table_lr(lr), &o.adam, next_uniq, values, block_rows)?)
+    }
 }
 
 /// The host half of a lookup: the rows one batch reads and, once gathered, their values.
@@ -712,6 +730,42 @@ mod tests {
         let got = eval_look.memory().rows.clone().into_data().try_into_vec::<f32>().unwrap();
         assert_eq!(got, want);
         assert_eq!(valid.engram.host().table().step(), 1);
+    }
+
+    #[test]
+    fn blocked_step_then_gather_equals_step_then_gather() {
+        // Both update modes: the blocks (run on two threads, last first) against step_rows
+        // followed by gather on a copy of the same table.
+        for update in [UpdateMode::Sparse, UpdateMode::Dense] {
+            let cfg = small_config().with_update(update);
+            let engram = cfg.init(&Device::flex()).unwrap();
+            let mut host = engram.host_mut();
+            let mut plain = EngramHost::new(host.hasher.clone(), 0, host.compress.clone(), host.table().clone(), *host.optim()).unwrap();
+            for step in 0..3u32 {
+                let this = host.hash(&ids_for(24, 40, step), [2, 12]).unwrap();
+                let grads: Vec<f32> = (0..this.uniq.len() * 4).map(|i| ((i as f32) * 0.37 + step as f32).sin()).collect();
+                let mut next = host.hash(&ids_for(24, 40, step + 10), [2, 12]).unwrap();
+                let mut want = next.clone();
+                let lr = 1e-2 * f64::from(step + 1);
+                let mut blocks = host.step_then_gather(&this.uniq, &grads, lr, &mut next, 3).unwrap();
+                assert_eq!(blocks.is_empty(), update == UpdateMode::Dense || this.uniq.is_empty());
+                if let Some(last) = blocks.pop() {
+                    last.run();
+                }
+                let (a, b): (Vec<_>, Vec<_>) = blocks.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                std::thread::scope(|s| {
+                    for half in [a, b] {
+                        s.spawn(move || half.into_iter().for_each(|(_, block)| block.run()));
+                    }
+                });
+                plain.step_rows(&this.uniq, &grads, lr).unwrap();
+                plain.gather(&mut want).unwrap();
+                assert_eq!((next.d_head, &next.values), (want.d_head, &want.values), "{update:?} step {step}: next batch's rows");
+                assert_eq!(host.table().weights(), plain.table().weights(), "{update:?} step {step}: table");
+                assert_eq!(host.table().moments(), plain.table().moments());
+                assert_eq!(host.table().step(), plain.table().step());
+            }
+        }
     }
 
     #[test]
