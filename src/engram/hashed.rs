@@ -484,6 +484,11 @@ impl Lookup {
         &self.memory
     }
 
+    /// The gathered memory, by value (for a model that takes a list of [`EngramMemory`]).
+    pub fn into_memory(self) -> EngramMemory {
+        self.memory
+    }
+
     /// The gradient of the distinct rows, `[uniq.len(), d_head]` row-major.
     pub fn row_grads(&self, grads: &Gradients) -> Result<Vec<f32>, EngramError> {
         let g = self.memory.rows.grad(grads).ok_or(EngramError::NoGradient)?;
