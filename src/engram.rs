@@ -11,6 +11,11 @@
 //! dilation N, zero-initialised); the caller adds `Y` to the residual stream before the
 //! block's attention.
 //!
+//! [`HashedEngram`] is the layer a model takes: one object, built from its
+//! [`HashedEngramConfig`], that owns the hash, the host table, the parameters below ([`Engram`])
+//! and the table's optimiser (see `engram/hashed.rs`). The pieces stay public for a model that
+//! wires them itself, as the crate's [`crate::model::Transformer`] and training loop do.
+//!
 //! # Deviations from the reference, all deliberate
 //! * The n-gram hash is not computed here: row ids depend only on the input ids, so the data
 //!   loader computes them once per batch ([`crate::data::batcher`]) and the layer receives the
@@ -46,6 +51,11 @@ pub const SHORT_CONV_NORM_EPS: f64 = 1e-5;
 pub const GATE_NORM_EPS: f64 = f32::EPSILON as f64;
 /// Learning-rate multiplier of the tables relative to the backbone (\[P\] §6: 5×).
 pub const TABLE_LR_MULT: f64 = 5.0;
+
+/// The whole layer in three calls: [`HashedEngramConfig::init`], then per batch
+/// [`HashedEngram::lookup`], [`HashedEngram::forward`] and [`HashedEngram::step`].
+mod hashed;
+pub use hashed::{EngramError, EngramHost, HashedEngram, HashedEngramConfig, HostLookup, Lookup, TableOptim};
 
 /// A control that removes the information in the memory while keeping its shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
