@@ -63,6 +63,16 @@ fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
     engram(&args)
 }
 
+/// `engram train --config config --out out` started in the background, output discarded.
+fn spawn_train(config: &Path, out: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_engram"))
+        .args(["train", "--no-progress", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn resume(dir: &Path) -> Output {
     engram(&["train", "--no-progress", "--resume", dir.to_str().unwrap()])
 }
@@ -154,12 +164,7 @@ fn a_run_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
     let (a, b) = (dir.join("a"), dir.join("b"));
     assert_ok(&train(&cfg, &b, &[]));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["train", "--no-progress", "--config", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_train(&cfg, &a);
     let deadline = Instant::now() + Duration::from_secs(120);
     let killed_after = loop {
         if let Ok(h) = checkpoint::peek(&a) {
@@ -196,12 +201,7 @@ fn a_second_process_on_a_run_directory_in_use_is_refused_at_once() {
         v["train"]["checkpoint_every"] = 10.into();
     });
     let a = dir.join("a");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["train", "--no-progress", "--config", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_train(&cfg, &a);
     // Wait until the first run trains (its first checkpoint is written).
     let deadline = Instant::now() + Duration::from_secs(120);
     while checkpoint::peek(&a).is_err() {
