@@ -566,48 +566,35 @@ pub fn evaluate(
     let train_batch = batcher.batch;
     let (b, t, v) = (train_batch.max(EVAL_BATCH), batcher.seq_len, data.vocab_size);
     batcher.batch = b;
-    let report = score_windows(model, batcher, tables, data, windows, device, zero_memory, heads, [b, t, v]);
+    let report = (|| -> Result<EvalReport, TrainError> {
+        let mut report = EvalReport::new(&data.val_books);
+        let mut batch = HostBatch::default();
+        for chunk in windows.chunks(b) {
+            let mut starts: Vec<usize> = chunk.iter().map(|w| w.start).collect();
+            starts.resize(b, chunk[0].start);
+            batcher.make(&data.val, &starts, &mut batch)?;
+            let (x, _) = upload_batch(&batch, device);
+            let mems = upload_memories(&batch, gather_rows(&batch, tables)?, tables, heads, device, false);
+            let logits = model.forward(x, &mems, zero_memory); // [B, T, V]
+            let mut logits = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
+            for (i, w) in chunk.iter().enumerate() {
+                for p in w.score_from..t {
+                    let row = (i * t + p) * v;
+                    let target = batch.targets[i * t + p] as usize;
+                    let nats = crate::model::xent::softmax_cross_entropy_rows(&mut logits[row..row + v], v, &[target], None);
+                    report.add(w.book, nats, data.val_token_bytes[w.start + 1 + p]);
+                }
+            }
+        }
+        report.finish();
+        Ok(report)
+    })();
     batcher.batch = train_batch;
     report
 }
 
 /// Windows per forward pass of [`evaluate`] (at least the training batch).
 const EVAL_BATCH: usize = 64;
-
-#[allow(clippy::too_many_arguments)]
-fn score_windows(
-    model: &Transformer,
-    batcher: &mut Batcher,
-    tables: &[EngramTable],
-    data: &PreparedData,
-    windows: &[EvalWindow],
-    device: &Device,
-    zero_memory: bool,
-    heads: usize,
-    [b, t, v]: [usize; 3],
-) -> Result<EvalReport, TrainError> {
-    let mut report = EvalReport::new(&data.val_books);
-    let mut batch = HostBatch::default();
-    for chunk in windows.chunks(b) {
-        let mut starts: Vec<usize> = chunk.iter().map(|w| w.start).collect();
-        starts.resize(b, chunk[0].start);
-        batcher.make(&data.val, &starts, &mut batch)?;
-        let (x, _) = upload_batch(&batch, device);
-        let mems = upload_memories(&batch, gather_rows(&batch, tables)?, tables, heads, device, false);
-        let logits = model.forward(x, &mems, zero_memory); // [B, T, V]
-        let mut logits = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
-        for (i, w) in chunk.iter().enumerate() {
-            for p in w.score_from..t {
-                let row = (i * t + p) * v;
-                let target = batch.targets[i * t + p] as usize;
-                let nats = crate::model::xent::softmax_cross_entropy_rows(&mut logits[row..row + v], v, &[target], None);
-                report.add(w.book, nats, data.val_token_bytes[w.start + 1 + p]);
-            }
-        }
-    }
-    report.finish();
-    Ok(report)
-}
 
 /// Remove what an earlier run in `out_dir` left that a fresh run would not replace at once:
 /// its `summary.json` and its checkpoint.
