@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hashing::HashConfig;
 use crate::table::{TableAdam, UpdateMode, DEFAULT_TABLE_INIT_STD};
-use crate::model::linear_tokens;
+use crate::ops::{self, linear_tokens, rms_norm_module};
 
 /// Lower clamp of `|s|` before the square root of the gate score (\[D\]: `clamp_min(1e-6)`).
 pub const GATE_SQRT_CLAMP: f32 = 1e-6;
@@ -354,25 +354,26 @@ impl Engram {
     /// - `memory`: `[B, T, d_mem]` (from [`EngramMemory::embeddings`])
     /// - output: `[B, T, M, D]`
     pub fn forward(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<4> {
-        let fused = crate::model::fused::enabled(&hidden.device());
+        let fused = ops::enabled(&hidden.device());
         self.forward_with(hidden, memory, fused)
     }
 
     /// [`Engram::forward`]; with `fused`, one branch with gate and conv on takes the fused
-    /// kernel for everything after the projections ([`crate::model::fused::engram_gate_conv`]).
+    /// kernel for everything after the projections ([`ops::engram_gate_conv`]).
     fn forward_with(&self, hidden: Tensor<4>, memory: Tensor<3>, fused: bool) -> Tensor<4> {
         let [b, t, m, d] = hidden.dims();
         assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
         if fused && m == 1 && self.gate && self.short_conv && self.value.bias.is_some() == self.keys[0].bias.is_some() {
             let (v, k) = self.value_and_key(memory); // [B, T, D] each
-            let params = crate::model::fused::GateConvParams {
+            let params = ops::GateConvParams {
                 dilation: self.dilation,
                 eps_query: self.norm_query[0].epsilon,
                 eps_key: self.norm_key[0].epsilon,
                 eps_conv: self.conv_norm[0].epsilon,
+                sqrt_clamp: GATE_SQRT_CLAMP,
             };
             let gain = |n: &RmsNorm| n.gamma.val();
-            let y = crate::model::fused::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
+            let y = ops::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
             return y.unsqueeze_dim(2);
         }
         let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
@@ -401,8 +402,8 @@ impl Engram {
     /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
     fn gate_alpha(&self, hidden: Tensor<3>, key: Tensor<3>, i: usize) -> Tensor<3> {
         let d = hidden.dims()[2];
-        let q = crate::model::rms_norm(&self.norm_query[i], hidden);
-        let k = crate::model::rms_norm(&self.norm_key[i], key);
+        let q = rms_norm_module(&self.norm_query[i], hidden);
+        let k = rms_norm_module(&self.norm_key[i], key);
         let s = (q * k).sum_dim(2) / (d as f64).sqrt();
         let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
         sigmoid(s)
@@ -418,7 +419,7 @@ impl Engram {
         let [b, t, dm] = memory.dims();
         let d = self.value.weight.dims()[1];
         let w = Tensor::cat(vec![self.value.weight.val(), self.keys[0].weight.val()], 1); // [d_mem, 2D]
-        let mut vk = crate::model::fused::matmul(memory.reshape([b * t, dm]), w); // [B·T, 2D]
+        let mut vk = ops::matmul(memory.reshape([b * t, dm]), w); // [B·T, 2D]
         if let (Some(bv), Some(bk)) = (&self.value.bias, &self.keys[0].bias) {
             vk = vk + Tensor::cat(vec![bv.val(), bk.val()], 0).unsqueeze_dim(0);
         }
@@ -434,53 +435,22 @@ impl Engram {
     pub fn short_conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, t, m, d] = x.dims();
         let mut normed: Vec<Tensor<3>> = (0..m)
-            .map(|i| crate::model::rms_norm(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
+            .map(|i| rms_norm_module(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
             .collect();
         // [B, T, M·D]; one branch needs no copy.
         let x = if m == 1 { normed.pop().expect("one branch") } else { Tensor::cat(normed, 2) };
         // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
-        crate::model::fused::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
+        ops::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
     }
 }
 
-/// Depthwise causal dilated convolution along time.
-///
-/// `y[b, t, c] = Σ_j w[c, j] · x[b, t − (k−1−j)·r, c]` with zeros before the start: exactly
-/// PyTorch's `Conv1d(C, C, k, groups=C, dilation=r, padding=(k−1)·r, bias=False)` on the
-/// transposed input, truncated to the first `T` outputs.
-///
-/// # Shapes
-/// - `x`: `[B, T, C]`, `weight`: `[C, k]` → `[B, T, C]`
-pub fn causal_depthwise_conv(x: Tensor<3>, weight: Tensor<2>, dilation: usize) -> Tensor<3> {
-    let [b, t, c] = x.dims();
-    let [_, k] = weight.dims();
-    let mut out: Option<Tensor<3>> = None;
-    for j in 0..k {
-        let shift = (k - 1 - j) * dilation;
-        if shift >= t {
-            continue; // this tap only ever reads the zero padding
-        }
-        let w_j = weight.clone().slice([0..c, j..j + 1]).reshape([1, 1, c]);
-        let shifted = if shift == 0 {
-            x.clone()
-        } else {
-            // [B, T − shift, C] padded with `shift` zeros in front → [B, T, C]
-            x.clone().slice([0..b, 0..t - shift, 0..c]).pad([(0, 0), (shift, 0), (0, 0)], burn::tensor::ops::PadMode::Constant(0.0))
-        };
-        let term = shifted * w_j;
-        out = Some(match out {
-            Some(o) => o + term,
-            None => term,
-        });
-    }
-    out.unwrap_or_else(|| x.zeros_like())
-}
+/// Depthwise causal dilated convolution along time (defined with the kernels, in
+/// [`crate::ops::conv`]).
+pub use crate::ops::causal_depthwise_conv;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::conv::Conv1dConfig;
-    use burn::nn::PaddingConfig1d;
     use burn::tensor::Distribution;
 
     fn dev() -> Device {
@@ -489,25 +459,6 @@ mod tests {
 
     fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
-    }
-
-    #[test]
-    fn conv_matches_burn_depthwise_causal_conv1d() {
-        let device = dev();
-        let (b, t, c, k, r) = (2, 20, 6, 4, 3);
-        let x = Tensor::<3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<2>::random([c, k], Distribution::Normal(0.0, 1.0), &device);
-        let ours = causal_depthwise_conv(x.clone(), w.clone(), r);
-        let mut conv = Conv1dConfig::new(c, c, k)
-            .with_groups(c)
-            .with_dilation(r)
-            .with_padding(PaddingConfig1d::Explicit((k - 1) * r, 0))
-            .with_bias(false)
-            .init(&device);
-        conv.weight = Param::from_tensor(w.reshape([c, 1, k]));
-        let theirs = conv.forward(x.swap_dims(1, 2)).swap_dims(1, 2); // [B, T, C]
-        assert_eq!(theirs.dims(), [b, t, c]);
-        assert!(max_abs_diff(ours, theirs) < 1e-5);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! * [`table`]: host-resident Engram tables with a row-sparse (lazy) Adam.
 //! * [`engram`]: the Engram layer, a burn `Module` you can put in your own model.
 //! * [`model`]: a small decoder-only Transformer that takes Engram at chosen blocks.
+//! * [`ops`]: the fused CPU kernels (and their backward passes) below both the layer and the
+//!   model.
 //! * [`data`]: the shipped corpus and the batcher that hashes once per batch;
 //!   [`eval`]: held-out evaluation in bits per byte.
 //! * [`train`]: the one training loop; [`checkpoint`]: its resumable state;
@@ -47,6 +49,7 @@ pub mod eval;
 pub mod experiment;
 pub mod hashing;
 pub mod model;
+pub mod ops;
 pub mod report;
 pub mod runtime;
 pub mod table;

@@ -584,7 +584,7 @@ pub fn evaluate(
             for p in w.score_from..t {
                 let row = (i * t + p) * v;
                 let target = batch.targets[i * t + p] as usize;
-                let nats = crate::model::xent::softmax_cross_entropy_rows(&mut logits[row..row + v], v, &[target], None);
+                let nats = crate::ops::xent::softmax_cross_entropy_rows(&mut logits[row..row + v], v, &[target], None);
                 report.add(w.book, nats, data.val_token_bytes[w.start + 1 + p]);
             }
         }
