@@ -20,11 +20,11 @@ use engram::data::DataConfig;
 use engram::engram::EngramConfig;
 use engram::experiment::{exit_with, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord};
 use engram::model::ModelConfig;
-use engram::report::metrics::read_metrics;
+use engram::metrics::{read_metrics, val_bpb_curve};
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, HBand, Series, Style};
 use engram::run_dir::write_json;
-use engram::train::{ExperimentConfig, TrainConfig};
+use engram::config::{ExperimentConfig, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "exp_engram", about = "Baselines of growing size vs Engram variants with growing tables: loss vs FLOPs, parameters and throughput")]
@@ -163,7 +163,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
     let mut series = Vec::new();
     for r in runs {
         let m = read_metrics(&dir.join(&r.name).join("metrics.csv")).map_err(anyhow::Error::msg)?;
-        series.push(Series { label: r.name.clone(), points: m.val_bpb_curve(), y_err: None, style: Style::LinePoints });
+        series.push(Series { label: r.name.clone(), points: val_bpb_curve(&m), y_err: None, style: Style::LinePoints });
     }
     let chart = Chart {
         title: "Validation bits per byte during training".into(),

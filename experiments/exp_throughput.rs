@@ -54,7 +54,8 @@ use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
 use engram::turns::Turn;
 use engram::run_dir::write_json;
-use engram::train::{run, ExperimentConfig, RunOptions, TrainConfig};
+use engram::config::{ExperimentConfig, TrainConfig};
+use engram::train::{run, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "exp_throughput", about = "Training-step time and memory vs Engram table size (sparse vs dense update), hash throughput, reference-config step time")]
@@ -528,8 +529,18 @@ fn main_inner() -> anyhow::Result<()> {
 }
 
 fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
+    // The A/A noise band: around the smallest table's row-sparse step time, as wide as the
+    // control's step-by-step ratio strays from 1 (its interquartile range, else the ratio), so
+    // differences between table sizes read against the machine's own noise, not a zoomed axis.
+    let aa_band = s.step_seconds.values().next().zip(s.control_over_smallest_sparse).map(|(&center, r)| {
+        let stray = match s.control_over_smallest_sparse_iqr {
+            Some([lo, hi]) => (hi - 1.0).abs().max((1.0 - lo).abs()),
+            None => (r - 1.0).abs(),
+        };
+        HBand { label: "A/A noise: smallest table timed twice".into(), center, half_width: stray * center }
+    });
     let top = Chart {
-        title: "Training step time vs table size".into(),
+        title: "Training step time vs table size (band: A/A noise)".into(),
         x_label: "table rows per Engram layer".into(),
         y_label: "median step time (s)".into(),
         log_x: true,
@@ -538,7 +549,7 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
             Series { label: "row-sparse update".into(), points: s.step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
             Series { label: "dense update".into(), points: s.dense_step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
         ],
-        bands: s.backbone_step_seconds.map(|b| HBand { label: "backbone without Engram".into(), center: b, half_width: 0.0 }).into_iter().collect(),
+        bands: s.backbone_step_seconds.map(|b| HBand { label: "backbone without Engram".into(), center: b, half_width: 0.0 }).into_iter().chain(aa_band).collect(),
         annotations: s.largest_over_smallest_sparse.map(|r| format!("largest / smallest (sparse): {r:.3}{}", spread(s.largest_over_smallest_sparse_iqr))).into_iter().collect(),
     };
     let bottom = Chart {

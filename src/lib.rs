@@ -9,12 +9,15 @@
 //! * [`table`]: host-resident Engram tables with a row-sparse (lazy) Adam.
 //! * [`engram`]: the Engram layer, a burn `Module` you can put in your own model.
 //! * [`model`]: a small decoder-only Transformer that takes Engram at chosen blocks.
+//! * [`ops`]: the fused CPU kernels (and their backward passes) below both the layer and the
+//!   model.
 //! * [`data`]: the shipped corpus and the batcher that hashes once per batch;
 //!   [`eval`]: held-out evaluation in bits per byte.
+//! * [`config`]: what defines a run, and its presets; [`metrics`]: its `metrics.csv`.
 //! * [`train`]: the one training loop; [`checkpoint`]: its resumable state;
 //!   [`run_dir`]: the run directory's lock and atomic writes;
 //!   [`cost`]: parameters, bytes and FLOPs;
-//!   [`report`]: metrics files and plots.
+//!   [`report`]: plots and tables.
 
 /// Defines the function written inside twice: compiled for AVX2 + FMA, called when the CPU has
 /// them, and as is otherwise. The closures the function body defines (the per-thread work
@@ -40,6 +43,7 @@ macro_rules! simd_kernel {
 }
 
 pub mod checkpoint;
+pub mod config;
 pub mod cost;
 pub mod data;
 pub mod device;
@@ -47,7 +51,9 @@ pub mod engram;
 pub mod eval;
 pub mod experiment;
 pub mod hashing;
+pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod report;
 pub mod run_dir;
 pub mod runtime;

@@ -1,6 +1,6 @@
 //! Every invalid config value is refused before any work, with an error that names the field.
 
-use engram::train::ExperimentConfig;
+use engram::config::ExperimentConfig;
 use engram::ConfigError;
 
 /// One bad value: what to change in the `tiny` preset and the field the error must name.
@@ -72,7 +72,7 @@ const CASES: &[Case] = &[
 fn the_presets_are_valid() {
     ExperimentConfig::tiny().validate().unwrap();
     ExperimentConfig::small().validate().unwrap();
-    for name in engram::train::PRESET_NAMES {
+    for name in engram::config::PRESET_NAMES {
         assert!(ExperimentConfig::preset(name).is_some(), "{name}");
     }
 }

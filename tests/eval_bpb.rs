@@ -9,7 +9,8 @@ use engram::data::corpus::{Corpus, DEFAULT_VAL_BOOKS};
 use engram::data::{DataConfig, PreparedData};
 use engram::eval::plan_windows;
 use engram::tokenizer::{bpe, Tokenizer, TokenizerError, TokenizerKind};
-use engram::train::{run, ExperimentConfig, RunOptions};
+use engram::config::ExperimentConfig;
+use engram::train::{run, RunOptions};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("engram-bpb-{name}-{}", std::process::id()));

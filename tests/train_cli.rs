@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engram::checkpoint;
-use engram::train::ExperimentConfig;
+use engram::config::ExperimentConfig;
 use serde_json::Value;
 
 /// Books of the test corpus: one for training, one (the validation book) held out.

@@ -10,7 +10,8 @@ use engram::engram::EngramConfig;
 use engram::model::ModelConfig;
 use engram::table::UpdateMode;
 use engram::checkpoint;
-use engram::train::{run, ExperimentConfig, RunOptions, RunResult, TrainConfig};
+use engram::config::{ExperimentConfig, TrainConfig};
+use engram::train::{run, RunOptions, RunResult};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("engram-test-{name}-{}", std::process::id()));

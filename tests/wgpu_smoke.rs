@@ -7,7 +7,8 @@ use engram::data::{DataConfig, PreparedData};
 use engram::device::device_from_name;
 use engram::engram::EngramConfig;
 use engram::model::ModelConfig;
-use engram::train::{run, ExperimentConfig, RunOptions, TrainConfig};
+use engram::config::{ExperimentConfig, TrainConfig};
+use engram::train::{run, RunOptions};
 
 #[test]
 fn a_small_engram_model_trains_on_wgpu() {

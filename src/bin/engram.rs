@@ -21,7 +21,8 @@ use engram::experiment::load_data;
 use engram::hashing::{HashConfig, NgramHasher};
 use engram::data::corpus::{Corpus, DEFAULT_VAL_BOOKS};
 use engram::tokenizer::{bpe, Compression, CorpusBpe, Tokenizer, TokenizerKind};
-use engram::train::{ExperimentConfig, RunOptions, TrainError, PRESET_NAMES};
+use engram::config::{ExperimentConfig, PRESET_NAMES};
+use engram::train::{RunOptions, TrainError};
 
 const EXAMPLES: &str = "Examples:
   engram hash --text \"Only Alexander the Great\"

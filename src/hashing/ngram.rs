@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::numpy_rng::Pcg64;
 use super::primes::prime_walk;
-use super::HashError;
+use super::error::HashError;
 
 /// Per-layer seed stride: layer `ℓ`'s multipliers come from `default_rng(seed + 10007·ℓ)` (demo).
 pub const SEED_LAYER_STRIDE: u64 = 10_007;

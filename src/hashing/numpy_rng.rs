@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::HashError;
+use super::error::HashError;
 
 /// SeedSequence pool size in 32-bit words (numpy `DEFAULT_POOL_SIZE`).
 pub const POOL_SIZE: usize = 4;

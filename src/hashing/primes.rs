@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::HashError;
+use super::error::HashError;
 
 /// Witness bases that make Miller–Rabin deterministic for all `n < 3.3·10^24 > 2^64`.
 const MR_BASES: [u64; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];

@@ -2,13 +2,16 @@
 //!
 //! RoPE in the half-split form of GPT-NeoX / LLaMA (`x = [x1, x2]`, rotate pairs
 //! `(x1_i, x2_i)`), base 10,000. burn's `RotaryEncoding` rotates interleaved pairs through a
-//! matmul; this element-wise form is cheaper on the CPU and equally standard.
+//! matmul; this element-wise form is cheaper on the CPU and equally standard. The tables, the
+//! rotation and the fused attention kernel are in [`crate::ops::attention`].
 
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
+
+use crate::ops::{self, linear_tokens, linear_tokens_columns, rope_rotate, rope_tables};
 
 /// Precomputed RoPE tables for positions `0..max_seq_len`.
 #[derive(Module, Debug)]
@@ -22,21 +25,8 @@ pub struct Rope {
 impl Rope {
     /// Tables for heads of width `d_head` (even) and base `theta`.
     pub fn new(max_seq_len: usize, d_head: usize, theta: f64, device: &Device) -> Self {
-        let half = d_head / 2;
-        let mut cos = Vec::with_capacity(max_seq_len * half);
-        let mut sin = Vec::with_capacity(max_seq_len * half);
-        for pos in 0..max_seq_len {
-            for i in 0..half {
-                let freq = theta.powf(-(2.0 * i as f64) / d_head as f64);
-                let a = pos as f64 * freq;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
-        Self {
-            cos: Tensor::from_data(TensorData::new(cos, [max_seq_len, half]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [max_seq_len, half]), device),
-        }
+        let (cos, sin) = rope_tables(max_seq_len, d_head, theta, device);
+        Self { cos, sin }
     }
 
     /// Rotate queries or keys.
@@ -44,15 +34,7 @@ impl Rope {
     /// # Shapes
     /// - `x`: `[B, H, T, d_head]` → `[B, H, T, d_head]`
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, t, d] = x.dims();
-        let half = d / 2;
-        let cos = self.cos.clone().slice([0..t, 0..half]).unsqueeze::<4>(); // [1, 1, T, d/2]
-        let sin = self.sin.clone().slice([0..t, 0..half]).unsqueeze::<4>();
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
-        let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-        let r2 = x2 * cos + x1 * sin;
-        Tensor::cat(vec![r1, r2], 3)
+        rope_rotate(x, &self.cos, &self.sin)
     }
 }
 
@@ -91,19 +73,19 @@ impl CausalSelfAttention {
     pub fn forward(&self, x: Tensor<3>, rope: &Rope) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
-        if super::fused::enabled(&x.device()) {
-            // One projection, then the fused kernel (RoPE, causal softmax; see `fused`).
-            let y = super::fused::causal_attention(super::linear_tokens(&self.qkv, x), rope, h);
-            return super::linear_tokens(&self.proj, y);
+        if ops::enabled(&x.device()) {
+            // One projection, then the fused kernel (RoPE, causal softmax; see `ops::attention`).
+            let y = ops::causal_attention(linear_tokens(&self.qkv, x), &rope.cos, &rope.sin, h);
+            return linear_tokens(&self.proj, y);
         }
         let dh = d / h;
         // Columns [i·D, (i+1)·D) of the fused projection: query, key, value.
-        let part = |i: usize| super::linear_tokens_columns(&self.qkv, x.clone(), i * d..(i + 1) * d).reshape([b, t, h, dh]).swap_dims(1, 2); // [B, H, T, dh]
+        let part = |i: usize| linear_tokens_columns(&self.qkv, x.clone(), i * d..(i + 1) * d).reshape([b, t, h, dh]).swap_dims(1, 2); // [B, H, T, dh]
         let q = rope.apply(part(0));
         let k = rope.apply(part(1));
         let v = part(2);
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         let y = attention(q, k, v, None, None, options); // [B, H, T, dh]
-        super::linear_tokens(&self.proj, y.swap_dims(1, 2).reshape([b, t, d]))
+        linear_tokens(&self.proj, y.swap_dims(1, 2).reshape([b, t, d]))
     }
 }

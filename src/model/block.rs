@@ -8,6 +8,7 @@ use super::attention::{CausalSelfAttention, Rope};
 use super::mlp::SwiGluMlp;
 use super::moe::{Moe, MoeConfig};
 use crate::engram::Engram;
+use crate::ops::rms_norm_module;
 
 /// RMSNorm epsilon of the backbone.
 pub const NORM_EPS: f64 = 1e-5;
@@ -77,8 +78,8 @@ impl Block {
             }
             _ => x,
         };
-        let x = x.clone() + self.attn.forward(super::rms_norm(&self.norm_attn, x), rope);
-        let h = super::rms_norm(&self.norm_mlp, x.clone());
+        let x = x.clone() + self.attn.forward(rms_norm_module(&self.norm_attn, x), rope);
+        let h = rms_norm_module(&self.norm_mlp, x.clone());
         match (&self.moe, &self.mlp) {
             (Some(moe), _) => {
                 let (y, aux) = moe.forward(h);

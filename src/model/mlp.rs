@@ -6,6 +6,8 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
+use crate::ops::{self, linear_tokens, linear_tokens_columns};
+
 /// SwiGLU MLP of width `d_ff`.
 #[derive(Module, Debug)]
 pub struct SwiGluMlp {
@@ -34,14 +36,14 @@ impl SwiGluMlp {
     /// - `x`: `[B, T, D]` → `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let f = self.gate_up.weight.dims()[1] / 2;
-        if super::fused::enabled(&x.device()) {
-            // One projection, then the fused gate (see `fused`).
+        if ops::enabled(&x.device()) {
+            // One projection, then the fused gate (see `ops::swiglu`).
             let [b, t, _] = x.dims();
-            let gate_up = super::linear_tokens(&self.gate_up, x).reshape([b * t, 2 * f]);
-            return super::linear_tokens(&self.down, super::fused::swiglu(gate_up).reshape([b, t, f]));
+            let gate_up = linear_tokens(&self.gate_up, x).reshape([b * t, 2 * f]);
+            return linear_tokens(&self.down, ops::swiglu(gate_up).reshape([b, t, f]));
         }
-        let gate = super::linear_tokens_columns(&self.gate_up, x.clone(), 0..f); // [B, T, F]
-        let up = super::linear_tokens_columns(&self.gate_up, x, f..2 * f); // [B, T, F]
-        super::linear_tokens(&self.down, silu(gate) * up)
+        let gate = linear_tokens_columns(&self.gate_up, x.clone(), 0..f); // [B, T, F]
+        let up = linear_tokens_columns(&self.gate_up, x, f..2 * f); // [B, T, F]
+        linear_tokens(&self.down, silu(gate) * up)
     }
 }

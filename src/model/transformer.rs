@@ -11,6 +11,7 @@ use super::attention::Rope;
 use super::block::{Block, NORM_EPS};
 use super::moe::MoeConfig;
 use crate::engram::{EngramConfig, EngramMemory};
+use crate::ops;
 use crate::ConfigError;
 
 /// Standard deviation of the weight initialisation (GPT-2).
@@ -172,7 +173,7 @@ impl Transformer {
     /// - `tokens`: `[B, T]` → logits `[B, T, V]`, aux `[1]`
     pub fn forward_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
         let (h, aux) = self.hidden_with_aux(tokens, memories, zero_memory);
-        (super::linear_tokens(&self.head, h), aux)
+        (ops::linear_tokens(&self.head, h), aux)
     }
 
     /// Mean next-token cross-entropy of `targets` and the load-balancing loss (as
@@ -217,7 +218,7 @@ impl Transformer {
                 });
             }
         }
-        (super::rms_norm(&self.norm, x), aux_sum.map(|s| s / n_aux as f32))
+        (ops::rms_norm_module(&self.norm, x), aux_sum.map(|s| s / n_aux as f32))
     }
 
     /// Number of Engram blocks.
@@ -255,7 +256,7 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 /// `[N, V]` logits, forward and backward, most on one thread, with libm's scalar `expf`. On the
 /// CPU backends the softmax, the loss and `G` are instead one kernel on the logits' own buffer
 /// (three passes per row, rows split over the cores, a vectorised exponential:
-/// [`super::xent`]); on other devices they are a few tensor operations. The logits are not kept
+/// [`crate::ops::xent`]); on other devices they are a few tensor operations. The logits are not kept
 /// for the backward pass. The matrix products are the same three autodiff would run.
 ///
 /// Without autodiff (evaluation) it computes the value only.
@@ -291,20 +292,20 @@ struct HeadGrads {
 }
 
 /// [`head_cross_entropy`] on a host-memory device: the softmax, the loss and
-/// `G = (softmax − onehot) / N` by [`super::xent::softmax_cross_entropy_rows`] on the logits'
+/// `G = (softmax − onehot) / N` by [`ops::xent::softmax_cross_entropy_rows`] on the logits'
 /// own buffer. (Splitting the rows into cache-sized blocks was measured no faster.) On flex all
-/// of it, the three matrix products included, is [`super::fused::head_softmax_cross_entropy`].
+/// of it, the three matrix products included, is [`ops::xent::head_softmax_cross_entropy`].
 fn head_loss_host(h: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>, targets: Tensor<1, Int>, track: bool) -> (Tensor<1>, Option<HeadGrads>) {
     let [n, _] = h.dims();
     let v = w.dims()[1];
     let device = h.device();
     let targets: Vec<usize> = targets.into_data().iter::<i64>().map(|t| usize::try_from(t).unwrap_or(usize::MAX)).collect();
     let scale = track.then_some(1.0 / n as f32);
-    if super::fused::enabled(&device) {
+    if ops::enabled(&device) {
         let d = h.dims()[1];
         let f32s = |t: TensorData| t.try_into_vec::<f32>().expect("f32 tensors");
         let (hv, wv, bv) = (f32s(h.into_data()), f32s(w.into_data()), bias.map(|b| f32s(b.into_data())));
-        let (total, grads) = super::fused::head_softmax_cross_entropy(&hv, &wv, bv.as_deref(), n, d, v, &targets, scale);
+        let (total, grads) = ops::xent::head_softmax_cross_entropy(&hv, &wv, bv.as_deref(), n, d, v, &targets, scale);
         let value = Tensor::<1>::from_data(TensorData::new(vec![(total / n as f64) as f32], [1]), &device);
         let grads = grads.map(|(gh, gw, gb)| HeadGrads {
             h: Tensor::from_data(TensorData::new(gh, [n, d]), &device),
@@ -319,7 +320,7 @@ fn head_loss_host(h: Tensor<2>, w: Tensor<2>, bias: Option<Tensor<1>>, targets: 
     }
     let mut data = logits.into_data(); // no copy when the logits are not shared
     let rows = data.as_mut_slice::<f32>().expect("f32 logits");
-    let total = super::xent::softmax_cross_entropy_rows(rows, v, &targets, scale);
+    let total = ops::xent::softmax_cross_entropy_rows(rows, v, &targets, scale);
     let value = Tensor::<1>::from_data(TensorData::new(vec![(total / n as f64) as f32], [1]), &device);
     let grads = scale.map(|_| {
         let g = Tensor::<2>::from_data(data, &device); // [N, V]

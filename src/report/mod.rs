@@ -2,7 +2,6 @@
 //!
 //! This module knows no model: it draws and prints numbers that the run directories hold.
 
-pub mod metrics;
 pub mod plots;
 pub mod table;
 

@@ -25,7 +25,8 @@ use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-use super::{bytes_of_byte_level, TokenizerError};
+use super::byte_level::bytes_of_byte_level;
+use super::kind::{TokenizerError, TokenizerKind};
 
 /// The document boundary and pad token, id 0.
 pub const EOT: &str = "<|endoftext|>";
@@ -169,9 +170,9 @@ fn listed_sha256(file: &Path) -> Result<Option<String>, TokenizerError> {
 /// Train a byte-level BPE of `vocab_size` ids on `texts` (each one document, e.g. a book) and
 /// return its JSON. Deterministic: the same texts and size give the same bytes.
 pub fn train(texts: &[&str], vocab_size: usize) -> Result<String, TokenizerError> {
-    let fail = |e: tokenizers::Error| TokenizerError::Unavailable { kind: super::TokenizerKind::Bpe, reason: format!("training failed: {e}") };
+    let fail = |e: tokenizers::Error| TokenizerError::Unavailable { kind: TokenizerKind::Bpe, reason: format!("training failed: {e}") };
     if vocab_size < MIN_VOCAB_SIZE {
-        return Err(TokenizerError::Unavailable { kind: super::TokenizerKind::Bpe, reason: format!("vocab size {vocab_size} is below {MIN_VOCAB_SIZE} (256 bytes, {EOT} and one merge)") });
+        return Err(TokenizerError::Unavailable { kind: TokenizerKind::Bpe, reason: format!("vocab size {vocab_size} is below {MIN_VOCAB_SIZE} (256 bytes, {EOT} and one merge)") });
     }
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
-use super::{Tokenizer, TokenizerError};
+use super::encoder::Tokenizer;
+use super::kind::TokenizerError;
 
 /// The demo's sentinel that protects a lone space from `Strip` (a private-use char).
 const SPACE_SENTINEL: char = '\u{E000}';

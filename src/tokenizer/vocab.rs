@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Compression, Tokenizer, TokenizerError, UNK_KEY};
+use super::compression::Compression;
+use super::encoder::Tokenizer;
+use super::kind::{TokenizerError, UNK_KEY};
 
 /// A dense remapped model vocabulary for small models: the most frequent raw ids of a
 /// training stream plus one unknown id (the last). Model ids: first the `reserved` raw ids

@@ -7,45 +7,15 @@
 //! a polynomial that the compiler vectorises (AVX2 + FMA where the CPU has them, chosen at run
 //! time); burn's CPU backends call the scalar `expf` of libm once per element, which made the
 //! softmax of the `[B·T, V]` logits the largest cost of the step after the matrix products.
+//!
+//! On flex, [`head_softmax_cross_entropy`] is the whole LM head and loss on host memory: the
+//! product `h·w` into a kept buffer, this softmax, and the three gradient products.
+
+use super::matmul::{gemm_raw, product_uninit, Mat, PARALLEL_MACS};
+use super::simd::exp_nonpositive;
 
 /// Fewest logits per thread: below twice this, one thread does all rows.
 const MIN_ELEMS_PER_THREAD: usize = 1 << 16;
-
-/// `exp(x)` for `x ≤ 0` (larger arguments are not needed here and not handled), accurate to
-/// about 2 ulp; 0 below −87.
-///
-/// Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, and
-/// `2^n` built from the exponent bits. Branch-free so loops over it vectorise.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer (|t| < 2^22).
-    const ROUND: f32 = 12_582_912.0;
-    let underflow = x < -87.0;
-    let x = x.max(-87.0);
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
-    let e = p * r * r + r + 1.0;
-    // n ∈ [−126, 0]: a normal power of two. n sits in the low mantissa bits of `shifted`;
-    // wrapping integer steps (no float-to-int conversion, no overflow check) keep the loop
-    // vectorisable.
-    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
-    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
-    if underflow {
-        0.0
-    } else {
-        e * two_n
-    }
-}
 
 /// Softmax cross-entropy of each row of `logits` (`rows × v`, row-major) against `targets`
 /// (one class per row, each `< v`). Returns the sum over rows of `logsumexp(row) − row[target]`
@@ -154,24 +124,67 @@ fn max_of(row: &[f32]) -> f32 {
     m
 }
 
+// ---------------------------------------------------------------------------------------------
+// LM head and loss
+
+thread_local! {
+    /// The logits of the last [`head_softmax_cross_entropy`] call on this thread, kept so that
+    /// the next call writes into memory that is already mapped (`[N, V]` is 64 MiB for the
+    /// reference configuration; a fresh buffer each step cost page faults and zeroing).
+    ///
+    /// A per-thread cache rather than a scratch argument: the caller, the model's
+    /// `head_cross_entropy`, is a function of tensors called from `Transformer::loss`, so an
+    /// explicit buffer would have to live in the model (a burn `Module`, cloned and saved with
+    /// it) or be passed down through `loss` by the training loop and every other caller. The
+    /// loss runs on the thread that calls it, so in training this is one buffer.
+    static LOGITS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gradients of the mean head loss with respect to `h`, `w` and the bias (if any).
+pub(crate) type HeadGradVecs = (Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+
+/// Softmax cross-entropy of the logits `h·w (+ bias)` (`h` `[n, d]`, `w` `[d, v]`, row-major)
+/// against `targets`: the summed loss, and with `scale = Some(1/n)` the gradients of the mean
+/// loss, `G·wᵀ`, `hᵀ·G` and the column sums of `G` for `G = (softmax − onehot) / n`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_softmax_cross_entropy(h: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, d: usize, v: usize, targets: &[usize], scale: Option<f32>) -> (f64, Option<HeadGradVecs>) {
+    assert!(h.len() == n * d && w.len() == d * v && targets.len() == n, "head: inconsistent sizes");
+    LOGITS.with_borrow_mut(|logits| {
+        logits.resize(n * v, 0.0);
+        let parallel = n * v * d >= PARALLEL_MACS && crate::runtime::n_threads() > 1;
+        let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+        if n * v > 0 && d > 0 {
+            // SAFETY: `logits` is an exclusively borrowed buffer of n·v elements.
+            unsafe { gemm_raw(n, v, d, logits.as_mut_ptr(), n * v, v, Mat::rows(h, 0, d), Mat::rows(w, 0, v), 1.0, par) };
+        } else {
+            logits.iter_mut().for_each(|x| *x = 0.0);
+        }
+        if let Some(b) = bias {
+            for row in logits.chunks_exact_mut(v.max(1)) {
+                row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+            }
+        }
+        let total = softmax_cross_entropy_rows(logits, v, targets, scale);
+        let grads = scale.map(|_| {
+            let g: &[f32] = logits;
+            let gh = product_uninit(n, d, v, Mat::rows(g, 0, v), Mat::transposed(w, 0, v)); // G·wᵀ
+            let gw = product_uninit(d, v, n, Mat::transposed(h, 0, d), Mat::rows(g, 0, v)); // hᵀ·G
+            let gb = bias.map(|_| {
+                let mut sums = vec![0.0f32; v];
+                for row in g.chunks_exact(v.max(1)) {
+                    sums.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+                }
+                sums
+            });
+            (gh, gw, gb)
+        });
+        (total, grads)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_matches_std_within_3_ulp_on_its_domain() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let (ours, std) = (exp_nonpositive(x), x.exp());
-            worst = worst.max((ours - std).abs() / std);
-            x += 0.000_37;
-        }
-        assert!(worst < 3.0 * f32::EPSILON, "worst relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-100.0), 0.0);
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
-    }
 
     /// Straightforward f64 softmax cross-entropy and gradient of one row.
     fn reference(row: &[f32], target: usize, scale: f32) -> (f64, Vec<f64>) {

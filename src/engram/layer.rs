@@ -1,0 +1,606 @@
+//! The layer's parameters and forward pass ([`Engram`], [`EngramConfig`]), its constants and
+//! the placement options a model takes ([`EngramOptions`]); the hash and the host table that
+//! feed it are in `hashed.rs`. The formulas and the deviations from the reference are in the
+//! doc of `crate::engram`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::HashConfig;
+use crate::table::{TableAdam, UpdateMode, DEFAULT_TABLE_INIT_STD};
+use crate::ops::{self, linear_tokens, rms_norm_module};
+
+/// Lower clamp of `|s|` before the square root of the gate score (\[D\]: `clamp_min(1e-6)`).
+pub const GATE_SQRT_CLAMP: f32 = 1e-6;
+/// Kernel size of the short conv (\[P\] §2.3, \[D\] `ShortConv(kernel_size=4)`).
+pub const SHORT_CONV_KERNEL: usize = 4;
+/// RMSNorm epsilon of the short conv (\[D\] `norm_eps=1e-5`).
+pub const SHORT_CONV_NORM_EPS: f64 = 1e-5;
+/// RMSNorm epsilon of the gate's query/key norms: the demo uses `nn.RMSNorm(hidden)` whose
+/// default epsilon is `torch.finfo(float32).eps`.
+pub const GATE_NORM_EPS: f64 = f32::EPSILON as f64;
+/// Learning-rate multiplier of the tables relative to the backbone (\[P\] §6: 5×).
+pub const TABLE_LR_MULT: f64 = 5.0;
+
+/// A control that removes the information in the memory while keeping its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngramControl {
+    /// The real hash.
+    #[default]
+    None,
+    /// Every head has a table of exactly one row: the memory is a learned per-head constant.
+    SizeOneTable,
+    /// Each sequence of a batch reads the row ids of another sequence of the same batch (the
+    /// fixed derangement `b → (b + 1) mod B`): rows are touched with the same frequencies but
+    /// carry no information about the current n-gram.
+    ShuffledHash,
+}
+
+/// Everything that defines Engram in a model: placement, hash, table and layer options.
+///
+/// `table_size` is the demo's `engram_vocab_size`: the base size of each head's table per
+/// order; the actual sizes are the distinct primes above it (spec §3).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngramConfig {
+    /// Transformer blocks (zero-based) that get an Engram layer before their attention.
+    pub layer_ids: Vec<usize>,
+    /// Largest n-gram order N (orders 2..=N are hashed).
+    pub max_ngram_size: usize,
+    /// Hash heads K per order.
+    pub n_head_per_ngram: usize,
+    /// Base table size per order (length N−1); each head gets a distinct prime above it.
+    pub table_size: Vec<u64>,
+    /// Width of one head's row; `d_mem = (N−1)·K·d_head`.
+    pub d_head: usize,
+    /// Residual branches M (1 = a plain residual stream).
+    pub hc_mult: usize,
+    /// Short-conv kernel size.
+    pub kernel_size: usize,
+    /// Seed of the hash multipliers (numpy `default_rng(seed + 10007·layer_id)`).
+    pub seed: u64,
+    /// Context-aware gate (ablation: `false` sets α = 1).
+    pub gate: bool,
+    /// Short causal conv (ablation: `false` gives `Y = ṽ`).
+    pub short_conv: bool,
+    /// Tokenizer compression P: V → V' before hashing (ablation: `false` hashes raw ids).
+    pub compression: bool,
+    /// Control experiment, see [`EngramControl`].
+    pub control: EngramControl,
+    /// Table learning rate = backbone learning rate × this.
+    pub table_lr_mult: f64,
+    /// Standard deviation of the table initialisation.
+    pub table_init_std: f32,
+    /// Sparse (lazy) or dense table updates.
+    pub update: UpdateMode,
+    /// Adam hyper-parameters of the tables.
+    pub table_adam: TableAdam,
+}
+
+impl Default for EngramConfig {
+    fn default() -> Self {
+        Self {
+            layer_ids: vec![1],
+            max_ngram_size: 3,
+            n_head_per_ngram: 4,
+            table_size: vec![16_384, 16_384],
+            d_head: 16,
+            hc_mult: 1,
+            kernel_size: SHORT_CONV_KERNEL,
+            seed: 0,
+            gate: true,
+            short_conv: true,
+            compression: true,
+            control: EngramControl::None,
+            table_lr_mult: TABLE_LR_MULT,
+            table_init_std: DEFAULT_TABLE_INIT_STD,
+            update: UpdateMode::Sparse,
+            table_adam: TableAdam::default(),
+        }
+    }
+}
+
+impl EngramConfig {
+    /// Heads per layer: `(N−1)·K`.
+    pub fn heads_per_layer(&self) -> usize {
+        self.max_ngram_size.saturating_sub(1) * self.n_head_per_ngram
+    }
+
+    /// Width of the concatenated memory `e_t`: `(N−1)·K·d_head`.
+    pub fn d_mem(&self) -> usize {
+        self.heads_per_layer() * self.d_head
+    }
+
+    /// The hash configuration for these settings and a tokenizer whose raw pad id is `pad_id`.
+    pub fn hash_config(&self, pad_id: u32) -> HashConfig {
+        HashConfig {
+            max_ngram_size: self.max_ngram_size,
+            n_head_per_ngram: self.n_head_per_ngram,
+            engram_vocab_size: self.table_size.clone(),
+            layer_ids: self.layer_ids.clone(),
+            seed: self.seed,
+            pad_id,
+        }
+    }
+
+    /// The layer configuration for a model of width `d_model`.
+    pub fn layer_config(&self, d_model: usize) -> EngramLayerConfig {
+        EngramLayerConfig {
+            d_model,
+            d_mem: self.d_mem(),
+            hc_mult: self.hc_mult,
+            kernel_size: self.kernel_size,
+            dilation: self.max_ngram_size,
+            gate: self.gate,
+            short_conv: self.short_conv,
+        }
+    }
+
+    /// Check every field; the error names the field, its value and what is allowed.
+    pub fn validate(&self, n_layers: usize) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError as E;
+        if self.layer_ids.is_empty() {
+            return Err(E::new("engram.layer_ids", "[]", "at least one block id"));
+        }
+        for &l in &self.layer_ids {
+            if l >= n_layers {
+                return Err(E::new("engram.layer_ids", format!("{:?}", self.layer_ids), format!("block ids < n_layers = {n_layers}")));
+            }
+        }
+        let mut sorted = self.layer_ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.layer_ids.len() {
+            return Err(E::new("engram.layer_ids", format!("{:?}", self.layer_ids), "distinct block ids"));
+        }
+        if self.max_ngram_size < 2 {
+            return Err(E::new("engram.max_ngram_size", self.max_ngram_size, ">= 2"));
+        }
+        if self.n_head_per_ngram < 1 {
+            return Err(E::new("engram.n_head_per_ngram", self.n_head_per_ngram, ">= 1"));
+        }
+        if self.table_size.len() != self.max_ngram_size - 1 {
+            return Err(E::new(
+                "engram.table_size",
+                format!("{:?}", self.table_size),
+                format!("one size per order 2..={}: {} values", self.max_ngram_size, self.max_ngram_size - 1),
+            ));
+        }
+        if let Some(&s) = self.table_size.iter().find(|&&s| !(1..=crate::hashing::MAX_TABLE_ROWS).contains(&s)) {
+            return Err(E::new("engram.table_size", s, format!("1..={}", crate::hashing::MAX_TABLE_ROWS)));
+        }
+        if self.d_head < 1 {
+            return Err(E::new("engram.d_head", self.d_head, ">= 1"));
+        }
+        if self.hc_mult != 1 {
+            // The Transformer has one residual stream; M > 1 is for the layer used on its own
+            // (`EngramLayerConfig::with_hc_mult`).
+            return Err(E::new("engram.hc_mult", self.hc_mult, "1 (the model has a single residual stream)"));
+        }
+        if self.kernel_size < 1 {
+            return Err(E::new("engram.kernel_size", self.kernel_size, ">= 1"));
+        }
+        if !(self.table_lr_mult.is_finite() && self.table_lr_mult > 0.0) {
+            return Err(E::new("engram.table_lr_mult", self.table_lr_mult, "a finite number > 0"));
+        }
+        if !(self.table_init_std.is_finite() && self.table_init_std >= 0.0) {
+            return Err(E::new("engram.table_init_std", self.table_init_std, "a finite number >= 0"));
+        }
+        let a = &self.table_adam;
+        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || !a.eps.is_finite() || a.eps <= 0.0 {
+            return Err(E::new("engram.table_adam", format!("{a:?}"), "0 <= beta1, beta2 < 1 and eps > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Configuration of one [`Engram`] layer (what its parameters need).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngramLayerConfig {
+    /// Hidden size D of the residual stream.
+    pub d_model: usize,
+    /// Width of the gathered memory `e_t`.
+    pub d_mem: usize,
+    /// Residual branches M.
+    pub hc_mult: usize,
+    /// Short-conv kernel size (4).
+    pub kernel_size: usize,
+    /// Short-conv dilation (= N, the largest n-gram order).
+    pub dilation: usize,
+    /// Use the gate.
+    pub gate: bool,
+    /// Use the short conv.
+    pub short_conv: bool,
+}
+
+impl EngramLayerConfig {
+    /// A layer with the reference options (gate and conv on, kernel 4).
+    pub fn new(d_model: usize, d_mem: usize, max_ngram_size: usize) -> Self {
+        Self { d_model, d_mem, hc_mult: 1, kernel_size: SHORT_CONV_KERNEL, dilation: max_ngram_size, gate: true, short_conv: true }
+    }
+
+    /// Set the number of residual branches.
+    pub fn with_hc_mult(mut self, hc_mult: usize) -> Self {
+        self.hc_mult = hc_mult;
+        self
+    }
+
+    /// Initialise the layer. Projections use PyTorch's `nn.Linear` default
+    /// (Kaiming-uniform, bias on, as in the demo); RMSNorm gains are 1; the conv is zero.
+    pub fn init(&self, device: &Device) -> Engram {
+        let lin = || LinearConfig::new(self.d_mem, self.d_model).init(device);
+        let norm = |eps| RmsNormConfig::new(self.d_model).with_epsilon(eps).init(device);
+        let channels = self.hc_mult * self.d_model;
+        let conv_weight = Initializer::Zeros.init([channels, self.kernel_size], device);
+        Engram {
+            value: lin(),
+            keys: (0..self.hc_mult).map(|_| lin()).collect(),
+            norm_key: (0..self.hc_mult).map(|_| norm(GATE_NORM_EPS)).collect(),
+            norm_query: (0..self.hc_mult).map(|_| norm(GATE_NORM_EPS)).collect(),
+            conv_norm: (0..self.hc_mult).map(|_| norm(SHORT_CONV_NORM_EPS)).collect(),
+            conv_weight,
+            dilation: self.dilation,
+            gate: self.gate,
+            short_conv: self.short_conv,
+        }
+    }
+}
+
+/// The gathered memory of one Engram layer for one batch.
+///
+/// `rows` holds the `U` distinct table rows the batch touches (`[U, d_head]`, the autodiff
+/// leaf whose gradient drives the sparse table update); `inverse` maps every (token, head) to
+/// its row in `rows` (`[B·T, H]`).
+#[derive(Clone, Debug)]
+pub struct EngramMemory {
+    /// Distinct rows `[U, d_head]`.
+    pub rows: Tensor<2>,
+    /// Index into `rows` for each token and head, `[B·T, H]`.
+    pub inverse: Tensor<2, Int>,
+    /// Batch size B.
+    pub batch: usize,
+    /// Sequence length T.
+    pub seq_len: usize,
+}
+
+impl EngramMemory {
+    /// Upload gathered rows and inverse indices to `device`. With `track_grad`, `rows` becomes
+    /// an autodiff leaf (the device must have autodiff enabled).
+    ///
+    /// # Shapes
+    /// - `rows`: `U · d_head` values, row-major
+    /// - `inverse`: `B · T · H` indices, row-major `[b][t][h]`
+    #[allow(clippy::too_many_arguments)] // one flat call mirroring the documented shapes
+    pub fn upload(rows: Vec<f32>, d_head: usize, inverse: &[u32], batch: usize, seq_len: usize, heads: usize, device: &Device, track_grad: bool) -> Self {
+        debug_assert_eq!(inverse.len(), batch * seq_len * heads);
+        let u = rows.len() / d_head.max(1);
+        let rows = Tensor::<2>::from_data(TensorData::new(rows, [u, d_head]), device);
+        let rows = if track_grad { rows.require_grad() } else { rows };
+        let inv: Vec<i32> = inverse.iter().map(|&i| i as i32).collect();
+        let inverse = Tensor::<2, Int>::from_data(TensorData::new(inv, [batch * seq_len, heads]), device);
+        Self { rows, inverse, batch, seq_len }
+    }
+
+    /// The concatenated memory `e`, `[B, T, H·d_head]`.
+    pub fn embeddings(&self) -> Tensor<3> {
+        let e = embedding(self.rows.clone(), self.inverse.clone()); // [B·T, H, d_head]
+        let [bt, h, d] = e.dims();
+        debug_assert_eq!(bt, self.batch * self.seq_len);
+        e.reshape([self.batch, self.seq_len, h * d])
+    }
+}
+
+/// One Engram layer (a burn [`Module`]): value/key projections, gate and short conv.
+///
+/// Import it into any burn model: call [`Engram::forward`] with the hidden states and the
+/// layer's [`EngramMemory`], and add the result to the residual stream.
+#[derive(Module, Debug)]
+pub struct Engram {
+    /// `W_V`: `d_mem → D`, shared by the branches.
+    pub value: Linear,
+    /// `W_K^(m)`: one `d_mem → D` projection per branch.
+    pub keys: Vec<Linear>,
+    /// RMSNorm of the keys, per branch.
+    pub norm_key: Vec<RmsNorm>,
+    /// RMSNorm of the hidden state (the query), per branch.
+    pub norm_query: Vec<RmsNorm>,
+    /// RMSNorm before the conv, per branch.
+    pub conv_norm: Vec<RmsNorm>,
+    /// Depthwise conv weight `[M·D, kernel]` (PyTorch layout `[C, 1, k]` squeezed); tap `j`
+    /// reads position `t − (kernel − 1 − j)·dilation`.
+    pub conv_weight: Param<Tensor<2>>,
+    /// Conv dilation (= N).
+    #[module(skip)]
+    pub dilation: usize,
+    /// Whether the gate is applied.
+    #[module(skip)]
+    pub gate: bool,
+    /// Whether the short conv is applied.
+    #[module(skip)]
+    pub short_conv: bool,
+}
+
+impl Engram {
+    /// The Engram output `Y` to be added to the residual stream.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[B, T, M, D]` (M = branches; 1 for a plain residual stream)
+    /// - `memory`: `[B, T, d_mem]` (from [`EngramMemory::embeddings`])
+    /// - output: `[B, T, M, D]`
+    pub fn forward(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<4> {
+        let fused = ops::enabled(&hidden.device());
+        self.forward_with(hidden, memory, fused)
+    }
+
+    /// [`Engram::forward`]; with `fused`, one branch with gate and conv on takes the fused
+    /// kernel for everything after the projections ([`ops::engram_gate_conv`]).
+    fn forward_with(&self, hidden: Tensor<4>, memory: Tensor<3>, fused: bool) -> Tensor<4> {
+        let [b, t, m, d] = hidden.dims();
+        assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
+        if fused && m == 1 && self.gate && self.short_conv && self.value.bias.is_some() == self.keys[0].bias.is_some() {
+            let (v, k) = self.value_and_key(memory); // [B, T, D] each
+            let params = ops::GateConvParams {
+                dilation: self.dilation,
+                eps_query: self.norm_query[0].epsilon,
+                eps_key: self.norm_key[0].epsilon,
+                eps_conv: self.conv_norm[0].epsilon,
+                sqrt_clamp: GATE_SQRT_CLAMP,
+            };
+            let gain = |n: &RmsNorm| n.gamma.val();
+            let y = ops::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
+            return y.unsqueeze_dim(2);
+        }
+        let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
+        let mut gated = Vec::with_capacity(m);
+        for (i, key_proj) in self.keys.iter().enumerate() {
+            if !self.gate {
+                gated.push(v.clone());
+                continue;
+            }
+            let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
+            let alpha = self.gate_alpha(h_i, linear_tokens(key_proj, memory.clone()), i);
+            gated.push(v.clone() * alpha);
+        }
+        // [B, T, M, D]; one branch needs no copy.
+        let v_tilde = if m == 1 { gated.pop().expect("one branch").unsqueeze_dim::<4>(2) } else { Tensor::stack::<4>(gated, 2) };
+        if !self.short_conv {
+            return v_tilde;
+        }
+        v_tilde.clone() + self.short_conv_forward(v_tilde)
+    }
+
+    /// The gate `α = σ(sign(s)·√max(|s|, 1e−6))`, `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, of
+    /// branch `i`.
+    ///
+    /// # Shapes
+    /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
+    fn gate_alpha(&self, hidden: Tensor<3>, key: Tensor<3>, i: usize) -> Tensor<3> {
+        let d = hidden.dims()[2];
+        let q = rms_norm_module(&self.norm_query[i], hidden);
+        let k = rms_norm_module(&self.norm_key[i], key);
+        let s = (q * k).sum_dim(2) / (d as f64).sqrt();
+        let s = s.clone().sign() * s.abs().clamp_min(GATE_SQRT_CLAMP).sqrt();
+        sigmoid(s)
+    }
+
+    /// `W_V e` and `W_K^(0) e` as one product with the two weights side by side (fewer and
+    /// wider products: 0.2–0.4 ms of the default layer's 1.6–2.1 ms forward + backward). The
+    /// biases of both, or of neither, must be present.
+    ///
+    /// # Shapes
+    /// - `memory`: `[B, T, d_mem]` → (`[B, T, D]`, `[B, T, D]`)
+    fn value_and_key(&self, memory: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let [b, t, dm] = memory.dims();
+        let d = self.value.weight.dims()[1];
+        let w = Tensor::cat(vec![self.value.weight.val(), self.keys[0].weight.val()], 1); // [d_mem, 2D]
+        let mut vk = ops::matmul(memory.reshape([b * t, dm]), w); // [B·T, 2D]
+        if let (Some(bv), Some(bk)) = (&self.value.bias, &self.keys[0].bias) {
+            vk = vk + Tensor::cat(vec![bv.val(), bk.val()], 0).unsqueeze_dim(0);
+        }
+        let v = vk.clone().slice([0..b * t, 0..d]).reshape([b, t, d]);
+        let k = vk.slice([0..b * t, d..2 * d]).reshape([b, t, d]);
+        (v, k)
+    }
+
+    /// `SiLU(DepthwiseCausalConv(RMSNorm(x)))` per branch.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, M, D]` → `[B, T, M, D]`
+    pub fn short_conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, t, m, d] = x.dims();
+        let mut normed: Vec<Tensor<3>> = (0..m)
+            .map(|i| rms_norm_module(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
+            .collect();
+        // [B, T, M·D]; one branch needs no copy.
+        let x = if m == 1 { normed.pop().expect("one branch") } else { Tensor::cat(normed, 2) };
+        // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
+        ops::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
+    }
+}
+
+/// Depthwise causal dilated convolution along time (defined with the kernels, in
+/// [`crate::ops::conv`]).
+pub use crate::ops::causal_depthwise_conv;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn dev() -> Device {
+        Device::flex()
+    }
+
+    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn forward_has_documented_shapes() {
+        let device = dev();
+        for m in [1, 2] {
+            let layer = EngramLayerConfig::new(32, 48, 3).with_hc_mult(m).init(&device);
+            let h = Tensor::<4>::random([2, 7, m, 32], Distribution::Normal(0.0, 1.0), &device);
+            let e = Tensor::<3>::random([2, 7, 48], Distribution::Normal(0.0, 1.0), &device);
+            assert_eq!(layer.forward(h, e).dims(), [2, 7, m, 32]);
+        }
+    }
+
+    fn reference_v_tilde(layer: &Engram, h: Tensor<4>, e: Tensor<3>) -> Tensor<4> {
+        // ṽ computed step by step, independently of `forward`'s batching of branches.
+        let [b, t, m, d] = h.dims();
+        let v = e.clone().matmul(layer.value.weight.val().unsqueeze()) + layer.value.bias.as_ref().unwrap().val().unsqueeze();
+        let mut out = Vec::new();
+        for i in 0..m {
+            let hi = h.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
+            let rms = |x: Tensor<3>, eps: f64| x.clone() / (x.square().mean_dim(2) + eps).sqrt();
+            let ki = e.clone().matmul(layer.keys[i].weight.val().unsqueeze()) + layer.keys[i].bias.as_ref().unwrap().val().unsqueeze();
+            let s = (rms(hi, GATE_NORM_EPS) * rms(ki, GATE_NORM_EPS)).sum_dim(2) / (d as f64).sqrt();
+            let s = s.clone().sign() * s.abs().clamp_min(1e-6).sqrt();
+            out.push(v.clone() * sigmoid(s));
+        }
+        Tensor::stack(out, 2)
+    }
+
+    #[test]
+    fn zero_initialised_conv_gives_output_equal_to_gated_value() {
+        let device = dev();
+        let layer = EngramLayerConfig::new(16, 24, 3).with_hc_mult(2).init(&device);
+        let h = Tensor::<4>::random([2, 9, 2, 16], Distribution::Normal(0.0, 1.0), &device);
+        let e = Tensor::<3>::random([2, 9, 24], Distribution::Normal(0.0, 1.0), &device);
+        let y = layer.forward(h.clone(), e.clone());
+        let v_tilde = reference_v_tilde(&layer, h, e);
+        assert!(max_abs_diff(y, v_tilde) < 1e-5);
+    }
+
+    #[test]
+    fn layer_has_the_value_and_gradients_of_the_step_by_step_formula() {
+        // The layer's output and every gradient against the formula written out with burn's
+        // ops (the conv is zero-initialised: it adds nothing).
+        let device = Device::flex().autodiff();
+        let layer = EngramLayerConfig::new(16, 24, 3).init(&device);
+        let h = Tensor::<4>::random([2, 9, 1, 16], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let e = Tensor::<3>::random([2, 9, 24], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let r = Tensor::<4>::random([2, 9, 1, 16], Distribution::Normal(0.0, 1.0), &device);
+        let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+        let run = |ours: bool| {
+            let y = if ours { layer.forward(h.clone(), e.clone()) } else { reference_v_tilde(&layer, h.clone(), e.clone()) };
+            let g = (y.clone() * r.clone()).sum().backward();
+            let flat3 = |x: Tensor<3>| vals(x.reshape([-1, 1]));
+            vec![
+                vals(y.reshape([-1, 1])),
+                vals(h.grad(&g).unwrap().reshape([-1, 1])),
+                flat3(e.grad(&g).unwrap()),
+                vals(layer.value.weight.val().grad(&g).unwrap()),
+                vals(layer.keys[0].weight.val().grad(&g).unwrap()),
+                vals(layer.value.bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+                vals(layer.keys[0].bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+            ]
+        };
+        for (i, (ours, theirs)) in run(true).iter().zip(run(false)).enumerate() {
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0f32, f32::max);
+            assert!(ours.len() == theirs.len() && worst < 1e-4, "output/gradient #{i}: relative difference {worst}");
+        }
+    }
+
+    #[test]
+    fn fused_gate_and_conv_have_the_value_and_gradients_of_burns_ops() {
+        // The fused path (value and key in one product, then the fused kernel) against burn's
+        // ops. Random gains and conv weight; sizes on one thread and on several, a sequence shorter
+        // than the conv's reach (taps that only read padding), dilations 2 and 3.
+        let device = Device::flex().autodiff();
+        for (b, t, d, n) in [(2, 9, 16, 3), (1, 2, 8, 3), (16, 40, 64, 2)] {
+            let mut layer = EngramLayerConfig::new(d, 24, n).init(&device);
+            let rand = |shape: Vec<usize>, mean: f64| Tensor::<1>::random([shape.iter().product::<usize>()], Distribution::Normal(mean, 0.5), &device);
+            layer.conv_weight = Param::from_tensor(rand(vec![d, 4], 0.0).reshape([d, 4]));
+            for norm in [&mut layer.norm_query[0], &mut layer.norm_key[0], &mut layer.conv_norm[0]] {
+                norm.gamma = Param::from_tensor(rand(vec![d], 1.0));
+            }
+            let h = Tensor::<4>::random([b, t, 1, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let e = Tensor::<3>::random([b, t, 24], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<4>::random([b, t, 1, d], Distribution::Normal(0.0, 1.0), &device);
+            let flat = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+            let run = |fused: bool| {
+                let y = layer.forward_with(h.clone(), e.clone(), fused);
+                let g = (y.clone() * r.clone()).sum().backward();
+                let g1 = |p: &Param<Tensor<1>>| flat(p.val().grad(&g).unwrap().unsqueeze());
+                vec![
+                    flat(y.reshape([-1, 1])),
+                    flat(h.grad(&g).unwrap().reshape([-1, 1])),
+                    flat(e.grad(&g).unwrap().reshape([-1, 1])),
+                    flat(layer.value.weight.val().grad(&g).unwrap()),
+                    flat(layer.keys[0].weight.val().grad(&g).unwrap()),
+                    g1(&layer.norm_query[0].gamma),
+                    g1(&layer.norm_key[0].gamma),
+                    g1(&layer.conv_norm[0].gamma),
+                    flat(layer.conv_weight.val().grad(&g).unwrap()),
+                    g1(layer.value.bias.as_ref().unwrap()),
+                    g1(layer.keys[0].bias.as_ref().unwrap()),
+                ]
+            };
+            let names = ["output", "hidden", "memory", "W_V", "W_K", "query gain", "key gain", "conv gain", "conv weight", "b_V", "b_K"];
+            for ((ours, theirs), name) in run(true).iter().zip(run(false)).zip(names) {
+                let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+                let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "{name} ({b}, {t}, {d}): difference {worst}, scale {scale}");
+            }
+        }
+    }
+
+    #[test]
+    fn gate_ablation_passes_the_value_through() {
+        let device = dev();
+        let mut cfg = EngramLayerConfig::new(16, 24, 3);
+        cfg.gate = false;
+        let layer = cfg.init(&device);
+        let h = Tensor::<4>::random([1, 5, 1, 16], Distribution::Normal(0.0, 1.0), &device);
+        let e = Tensor::<3>::random([1, 5, 24], Distribution::Normal(0.0, 1.0), &device);
+        let v = layer.value.forward(e.clone()).unsqueeze_dim::<4>(2);
+        assert!(max_abs_diff(layer.forward(h, e), v) < 1e-6);
+    }
+
+    #[test]
+    fn layer_is_causal_in_the_memory_with_a_nonzero_conv() {
+        // With a random conv, changing the memory at position t changes no output before t.
+        let device = dev();
+        let mut layer = EngramLayerConfig::new(8, 12, 3).init(&device);
+        layer.conv_weight = Param::from_tensor(Tensor::random([8, 4], Distribution::Normal(0.0, 1.0), &device));
+        let h = Tensor::<4>::random([1, 16, 1, 8], Distribution::Normal(0.0, 1.0), &device);
+        let e = Tensor::<3>::random([1, 16, 12], Distribution::Normal(0.0, 1.0), &device);
+        let y1 = layer.forward(h.clone(), e.clone());
+        let bump = Tensor::<3>::ones([1, 1, 12], &device);
+        let e2 = e.slice_assign([0..1, 10..11, 0..12], bump);
+        let y2 = layer.forward(h, e2);
+        let early = |y: Tensor<4>| y.slice([0..1, 0..10, 0..1, 0..8]);
+        assert_eq!(early(y1.clone()).into_data(), early(y2.clone()).into_data());
+        assert!(max_abs_diff(y1.slice([0..1, 10..11, 0..1, 0..8]), y2.slice([0..1, 10..11, 0..1, 0..8])) > 0.0);
+    }
+
+    #[test]
+    fn memory_embeddings_follow_the_inverse_indices() {
+        let device = dev();
+        let rows: Vec<f32> = (0..3 * 2).map(|x| x as f32).collect(); // 3 rows × d_head 2
+        let inverse = [2u32, 0, 1, 1]; // B=1, T=2, H=2
+        let mem = EngramMemory::upload(rows, 2, &inverse, 1, 2, 2, &device, false);
+        let e = mem.embeddings();
+        assert_eq!(e.dims(), [1, 2, 4]);
+        assert_eq!(e.into_data().try_to_vec::<f32>().expect("f32 data"), vec![4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let c = EngramConfig { layer_ids: vec![5], ..EngramConfig::default() };
+        let err = c.validate(4).unwrap_err().to_string();
+        assert!(err.contains("engram.layer_ids") && err.contains("n_layers = 4"), "{err}");
+        let c = EngramConfig { max_ngram_size: 1, ..EngramConfig::default() };
+        assert!(c.validate(4).unwrap_err().to_string().contains("engram.max_ngram_size"));
+        let c = EngramConfig { table_size: vec![10], ..EngramConfig::default() };
+        assert!(c.validate(4).unwrap_err().to_string().contains("engram.table_size"));
+        assert!(EngramConfig::default().validate(4).is_ok());
+    }
+}

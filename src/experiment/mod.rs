@@ -1,0 +1,17 @@
+//! What every experiment binary shares: its command-line options, its output directory, its
+//! data, and running a list of configurations through the one training loop.
+//!
+//! * `cli`: the options every experiment takes ([`CommonArgs`], [`SweepArgs`]), its output
+//!   directory, data and runs ([`run_all`], [`RunRecord`]);
+//! * `sweep`: configurations × seeds, aggregated ([`run_sweep`], [`sweep`], [`GroupStats`],
+//!   [`SweepSummary`], [`linear_fit`]);
+//! * `science`: the setup of `exp_scaling`, `exp_allocation` and `exp_ablation`
+//!   ([`ScienceSetup`]).
+
+mod cli;
+mod science;
+mod sweep;
+
+pub use cli::*;
+pub use science::*;
+pub use sweep::*;

@@ -1,0 +1,205 @@
+//! Tests of the host tables: initialisation, gathers, blocked updates, lazy (sparse) against dense Adam, and errors.
+
+use super::*;
+
+fn grads_for(uniq: &[u32], dim: usize, salt: f32) -> Vec<f32> {
+    uniq.iter()
+        .flat_map(|&r| (0..dim).map(move |j| ((r as f32 + 1.0) * 0.37 + j as f32 * 0.11 + salt).sin()))
+        .collect()
+}
+
+#[test]
+fn init_is_deterministic_and_thread_independent() {
+    let a = EngramTable::new(10_000, 8, 1.0, 7);
+    let b = EngramTable::new(10_000, 8, 1.0, 7);
+    assert_eq!(a.weights(), b.weights());
+    // Chunked generation: one chunk computed alone equals the same chunk of the table.
+    let mut chunk = vec![0.0f32; INIT_CHUNK_ROWS * 8];
+    fill_normal(&mut chunk, 7, 1, 1.0);
+    assert_eq!(&a.weights()[INIT_CHUNK_ROWS * 8..2 * INIT_CHUNK_ROWS * 8], &chunk[..]);
+    let c = EngramTable::new(10_000, 8, 1.0, 8);
+    assert_ne!(a.weights(), c.weights());
+}
+
+#[test]
+fn init_has_requested_moments() {
+    let t = EngramTable::new(20_000, 16, 0.5, 3);
+    let n = t.weights().len() as f64;
+    let mean = t.weights().iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = t.weights().iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    assert!(mean.abs() < 0.01, "mean {mean}");
+    assert!((var.sqrt() - 0.5).abs() < 0.01, "std {}", var.sqrt());
+}
+
+#[test]
+fn gather_copies_the_requested_rows() {
+    let t = EngramTable::new(100, 4, 1.0, 1);
+    let mut out = Vec::new();
+    t.gather(&[3, 0, 99], &mut out).unwrap();
+    assert_eq!(&out[0..4], &t.weights()[12..16]);
+    assert_eq!(&out[4..8], &t.weights()[0..4]);
+    assert_eq!(&out[8..12], &t.weights()[396..400]);
+    assert_eq!(t.gather(&[100], &mut out), Err(TableError::RowOutOfRange { row: 100, rows: 100 }));
+}
+
+/// Ascending distinct rows of `0..rows`, each kept with probability about `keep`/64.
+fn some_rows(rows: u32, keep: u64, seed: u64) -> Vec<u32> {
+    let mut state = seed;
+    (0..rows).filter(|_| splitmix64(&mut state) % 64 < keep).collect()
+}
+
+#[test]
+fn blocked_update_then_gather_equals_adam_step_then_gather_in_any_order() {
+    let (rows, dim) = (3000, 5);
+    let adam = TableAdam::default();
+    for (block_rows, seed) in [(1, 1), (7, 2), (64, 3), (100_000, 4)] {
+        let mut blocked = EngramTable::new(rows, dim, 1.0, seed);
+        let mut plain = blocked.clone();
+        for step in 0..3u64 {
+            let uniq = some_rows(rows as u32, 20, seed * 10 + step);
+            let next = some_rows(rows as u32, 20, seed * 10 + step + 100);
+            assert!(uniq.iter().any(|r| next.contains(r)), "the two batches share rows");
+            let g = grads_for(&uniq, dim, step as f32);
+            let lr = 1e-2 * (step + 1) as f32;
+            let mut got = vec![7.0; 3]; // replaced, not appended to
+            let mut blocks = blocked.update_then_gather(&uniq, &g, lr, &adam, &next, &mut got, block_rows).unwrap();
+            assert_eq!(blocks.len(), uniq.len().div_ceil(block_rows));
+            // Last block first, and the rest on two threads: the order must not matter.
+            let last = blocks.pop().unwrap();
+            last.run();
+            let (a, b): (Vec<_>, Vec<_>) = blocks.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+            std::thread::scope(|s| {
+                for half in [a, b] {
+                    s.spawn(move || half.into_iter().rev().for_each(|(_, block)| block.run()));
+                }
+            });
+            plain.adam_step(&uniq, &g, lr, &adam, UpdateMode::Sparse).unwrap();
+            let mut want = Vec::new();
+            plain.gather(&next, &mut want).unwrap();
+            assert_eq!(got, want, "block_rows {block_rows}, step {step}: gathered rows");
+            assert_eq!(blocked.weights(), plain.weights());
+            assert_eq!(blocked.moments(), plain.moments());
+            assert_eq!(blocked.step(), plain.step());
+        }
+    }
+}
+
+#[test]
+fn update_then_gather_with_no_update_or_no_gather() {
+    let mut t = EngramTable::new(50, 3, 1.0, 4);
+    let before = t.clone();
+    let mut out = Vec::new();
+    for block in t.update_then_gather(&[], &[], 1e-2, &TableAdam::default(), &[0, 49], &mut out, 8).unwrap() {
+        block.run();
+    }
+    assert_eq!(out, [&before.weights()[..3], &before.weights()[147..]].concat());
+    assert_eq!(t.weights(), before.weights());
+    assert_eq!(t.step(), 1);
+    let g = grads_for(&[10], 3, 0.0);
+    for block in t.update_then_gather(&[10], &g, 1e-2, &TableAdam::default(), &[], &mut out, 8).unwrap() {
+        block.run();
+    }
+    assert!(out.is_empty());
+    assert_ne!(&t.weights()[30..33], &before.weights()[30..33]);
+}
+
+#[test]
+fn update_then_gather_rejects_bad_input_and_changes_nothing() {
+    let mut t = EngramTable::new(100, 2, 1.0, 3);
+    let before = t.clone();
+    let adam = TableAdam::default();
+    let mut out = vec![1.0];
+    let g2 = vec![0.5; 4];
+    type Case<'a> = (&'a [u32], &'a [f32], &'a [u32], TableError);
+    let cases: [Case; 5] = [
+        (&[5, 3], &g2, &[], TableError::RowsNotAscending { what: "updated", prev: 5, row: 3 }),
+        (&[3, 5], &g2, &[8, 8], TableError::RowsNotAscending { what: "gathered", prev: 8, row: 8 }),
+        (&[3, 100], &g2, &[], TableError::RowOutOfRange { row: 100, rows: 100 }),
+        (&[3, 5], &g2, &[200], TableError::RowOutOfRange { row: 200, rows: 100 }),
+        (&[3, 5], &g2[..3], &[], TableError::GradShape { got: 3, expected: 4, uniq: 2, dim: 2 }),
+    ];
+    for (uniq, g, next, want) in cases {
+        assert_eq!(t.update_then_gather(uniq, g, 1e-2, &adam, next, &mut out, 1).err(), Some(want));
+        assert_eq!(t.weights(), before.weights());
+        assert_eq!(t.step(), 0);
+        assert_eq!(out, [1.0]);
+    }
+}
+
+#[test]
+fn sparse_equals_dense_when_every_row_is_touched_every_step() {
+    let (rows, dim) = (64, 8);
+    let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
+    let mut dense = sparse.clone();
+    let all: Vec<u32> = (0..rows as u32).collect();
+    for step in 0..5 {
+        let g = grads_for(&all, dim, step as f32);
+        sparse.adam_step(&all, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+        dense.adam_step(&all, &g, 1e-2, &TableAdam::default(), UpdateMode::Dense).unwrap();
+    }
+    assert_eq!(sparse.weights(), dense.weights());
+    assert_eq!(sparse.moments(), dense.moments());
+}
+
+#[test]
+fn sparse_equals_dense_on_the_first_step() {
+    let (rows, dim) = (1000, 4);
+    let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
+    let mut dense = sparse.clone();
+    let uniq = [2u32, 17, 500, 999];
+    let g = grads_for(&uniq, dim, 0.0);
+    sparse.adam_step(&uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+    dense.adam_step(&uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Dense).unwrap();
+    // With zero moments, a zero gradient moves nothing: the two agree on every row.
+    assert_eq!(sparse.weights(), dense.weights());
+}
+
+#[test]
+fn rows_not_looked_up_stay_bit_identical() {
+    let (rows, dim) = (500, 8);
+    let mut t = EngramTable::new(rows, dim, 1.0, 9);
+    let before = t.clone();
+    let touched = [[1u32, 5, 9], [5, 10, 11], [1, 2, 3]];
+    for (s, uniq) in touched.iter().enumerate() {
+        let g = grads_for(uniq, dim, s as f32);
+        t.adam_step(uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+    }
+    let hit: std::collections::BTreeSet<u32> = touched.iter().flatten().copied().collect();
+    for r in 0..rows {
+        let span = r * dim..(r + 1) * dim;
+        if hit.contains(&(r as u32)) {
+            assert_ne!(&t.weights()[span.clone()], &before.weights()[span]);
+        } else {
+            assert_eq!(&t.weights()[span.clone()].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                       &before.weights()[span.clone()].iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            assert!(t.moments().0[span.clone()].iter().all(|&x| x == 0.0));
+            assert!(t.moments().1[span].iter().all(|&x| x == 0.0));
+        }
+    }
+    assert_eq!(t.step(), 3);
+}
+
+#[test]
+fn dense_moves_untouched_rows_with_momentum() {
+    // The difference between the two modes is real: after a row was touched once, dense Adam
+    // keeps moving it while lazy Adam freezes it.
+    let (rows, dim) = (10, 2);
+    let mut sparse = EngramTable::new(rows, dim, 1.0, 1);
+    let mut dense = sparse.clone();
+    let g = grads_for(&[4], dim, 0.0);
+    sparse.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+    dense.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Dense).unwrap();
+    let g2 = grads_for(&[7], dim, 1.0);
+    sparse.adam_step(&[7], &g2, 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+    dense.adam_step(&[7], &g2, 0.1, &TableAdam::default(), UpdateMode::Dense).unwrap();
+    assert_ne!(sparse.weights()[8..10], dense.weights()[8..10]);
+    assert_eq!(sparse.weights()[14..16], dense.weights()[14..16]);
+}
+
+#[test]
+fn bad_gradient_shape_is_an_error() {
+    let mut t = EngramTable::new(10, 4, 1.0, 1);
+    let err = t.adam_step(&[1, 2], &[0.0; 7], 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap_err();
+    assert_eq!(err, TableError::GradShape { got: 7, expected: 8, uniq: 2, dim: 4 });
+    assert_eq!(t.step(), 0, "a failed step does not advance the counter");
+}
