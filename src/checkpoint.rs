@@ -375,7 +375,7 @@ pub fn write(
     progress: &Progress,
     model: &Transformer,
     optim: &ModuleOptimizer,
-    tables: &[EngramTable],
+    tables: &[&EngramTable],
 ) -> Result<PathBuf, CheckpointError> {
     let (config, config_hash) = config_fingerprint(cfg);
     let meta = Meta {
@@ -657,7 +657,7 @@ impl Checkpoint {
     }
 
     /// Restore every Engram table (weights, moments, step).
-    pub fn load_tables(&self, tables: &mut [EngramTable]) -> Result<(), CheckpointError> {
+    pub fn load_tables(&self, tables: &mut [&mut EngramTable]) -> Result<(), CheckpointError> {
         if tables.len() != self.tables.len() {
             return Err(self.incompatible(format!("{} Engram tables in the checkpoint, {} in the model", self.tables.len(), tables.len())));
         }

@@ -24,12 +24,12 @@ use crate::metrics::{MetricRow, METRICS_HEADER};
 use crate::cost::{cost, Cost};
 use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::PreparedData;
-use crate::engram::EngramMemory;
+use crate::engram::{EngramError, EngramHost, EngramMemory, HostLookup, TableOptim};
 use crate::eval::{plan_windows, subset, BookScore, EvalReport, EvalWindow};
 use crate::hashing::{default_rng, NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::turns::Turn;
-use crate::table::{EngramTable, TableBlock, UpdateMode};
+use crate::table::{EngramTable, TableBlock};
 use crate::run_dir::{write_atomic, write_json, RunDirError, RunDirLock};
 use crate::ConfigError;
 
@@ -59,6 +59,9 @@ pub enum TrainError {
     /// A table operation failed.
     #[error(transparent)]
     Table(#[from] crate::table::TableError),
+    /// An Engram layer's lookup or table step failed.
+    #[error(transparent)]
+    Engram(#[from] EngramError),
     /// The held-out books do not fit the evaluation windows.
     #[error(transparent)]
     Eval(#[from] crate::eval::EvalError),
@@ -236,29 +239,32 @@ fn upload_batch(batch: &HostBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2
     (to_t(&batch.inputs), to_t(&batch.targets))
 }
 
-/// Each Engram layer's rows of `batch`, gathered from its table.
-fn gather_rows(batch: &HostBatch, tables: &[EngramTable]) -> Result<Vec<Vec<f32>>, TrainError> {
-    let mut out = Vec::with_capacity(tables.len());
-    for (layer, table) in batch.layers.iter().zip(tables) {
-        let mut rows = Vec::new();
-        table.gather(&layer.uniq, &mut rows)?;
-        out.push(rows);
-    }
-    Ok(out)
+/// Each Engram layer's lookup of `batch`, whose rows the batcher hashed (on the second core,
+/// a step ahead): moved out of the batch, not yet gathered.
+fn host_lookups(batch: &mut HostBatch, hosts: &[EngramHost]) -> Vec<HostLookup> {
+    let (b, t) = (batch.batch, batch.seq_len);
+    (batch.layers.iter_mut().zip(hosts))
+        .map(|(l, h)| {
+            let (rows, uniq, inverse) = (std::mem::take(&mut l.rows), std::mem::take(&mut l.uniq), std::mem::take(&mut l.inverse));
+            HostLookup { batch: b, seq_len: t, heads: h.heads(), rows, uniq, inverse, d_head: 0, values: Vec::new() }
+        })
+        .collect()
 }
 
-/// The layers' memories of `batch` on `device`, from their gathered `rows` ([`gather_rows`]).
-fn upload_memories(batch: &HostBatch, rows: Vec<Vec<f32>>, tables: &[EngramTable], heads: usize, device: &Device, track: bool) -> Vec<EngramMemory> {
-    (rows.into_iter().zip(&batch.layers).zip(tables))
-        .map(|((rows, layer), table)| EngramMemory::upload(rows, table.dim(), &layer.inverse, batch.batch, batch.seq_len, heads, device, track))
-        .collect()
+/// Each Engram layer's lookup of `batch`, gathered from its table.
+fn gather_lookups(batch: &mut HostBatch, hosts: &[EngramHost]) -> Result<Vec<HostLookup>, TrainError> {
+    let mut looks = host_lookups(batch, hosts);
+    for (look, h) in looks.iter_mut().zip(hosts) {
+        h.gather(look)?;
+    }
+    Ok(looks)
 }
 
 /// A training batch made ahead of its step, with its rows already gathered from the tables.
 struct Prepared {
     batch: HostBatch,
-    /// Gathered rows, one buffer per Engram layer.
-    rows: Vec<Vec<f32>>,
+    /// Gathered lookups, one per Engram layer.
+    looks: Vec<HostLookup>,
     /// The sampling generator after this batch's window starts were drawn.
     rng: Pcg64,
 }
@@ -283,13 +289,12 @@ fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
 pub fn evaluate(
     model: &Transformer,
     batcher: &mut Batcher,
-    tables: &[EngramTable],
+    hosts: &[EngramHost],
     data: &PreparedData,
     windows: &[EvalWindow],
     device: &Device,
     zero_memory: bool,
 ) -> Result<EvalReport, TrainError> {
-    let heads = batcher.engram().map(|e| e.hasher.heads_per_layer()).unwrap_or(0);
     // Larger batches than training's: the forward pass alone needs less memory, and fewer,
     // larger products are faster. The batcher is set back to the training batch size below.
     let train_batch = batcher.batch;
@@ -303,7 +308,7 @@ pub fn evaluate(
             starts.resize(b, chunk[0].start);
             batcher.make(&data.val, &starts, &mut batch)?;
             let (x, _) = upload_batch(&batch, device);
-            let mems = upload_memories(&batch, gather_rows(&batch, tables)?, tables, heads, device, false);
+            let mems: Vec<EngramMemory> = gather_lookups(&mut batch, hosts)?.into_iter().map(|l| l.upload(device).into_memory()).collect();
             let logits = model.forward(x, &mems, zero_memory); // [B, T, V]
             let mut logits = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
             for (i, w) in chunk.iter().enumerate() {
@@ -382,16 +387,20 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     train_device.seed(tc.seed);
     let mut model = cfg.model.init(&train_device);
     let hashing = engram_hashing(&cfg.model, data)?;
-    let heads = hashing.as_ref().map(|h| h.hasher.heads_per_layer()).unwrap_or(0);
     let table_rows: Vec<usize> = hashing.as_ref().map(|h| h.table_rows()).unwrap_or_default();
     let ecfg = cfg.model.engram.clone();
-    let mut tables: Vec<EngramTable> = match &ecfg {
-        Some(e) => table_rows
-            .iter()
-            .enumerate()
-            .map(|(i, &rows)| EngramTable::new(rows, e.d_head, e.table_init_std, tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64)))
-            .collect(),
-        None => Vec::new(),
+    let mut hosts: Vec<EngramHost> = match (&ecfg, &hashing) {
+        (Some(e), Some(h)) => {
+            let (hasher, compress): (Arc<NgramHasher>, Arc<[u32]>) = (Arc::new(h.hasher.clone()), h.compress.clone().into());
+            let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update };
+            (table_rows.iter().enumerate())
+                .map(|(i, &rows)| {
+                    let table = EngramTable::new(rows, e.d_head, e.table_init_std, tc.seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64));
+                    EngramHost::new(hasher.clone(), i, compress.clone(), table, optim)
+                })
+                .collect::<Result<_, EngramError>>()?
+        }
+        _ => Vec::new(),
     };
     let run_cost = cost(&cfg.model, tc.seq_len, &table_rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
     let mut batcher = Batcher::new(tc.batch_size, tc.seq_len, hashing);
@@ -405,7 +414,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     if let Some(ck) = resume_from {
         model = ck.load_model(model)?;
         optim = ck.load_optimizer(optim)?;
-        ck.load_tables(&mut tables)?;
+        ck.load_tables(&mut hosts.iter_mut().map(EngramHost::table_mut).collect::<Vec<_>>())?;
         progress = ck.progress;
     }
     let Progress {
@@ -457,19 +466,20 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         let _turn = opts.turns.as_deref().map(Turn::hold);
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
-        let rows = match prepared.take() {
+        let looks = match prepared.take() {
             Some(p) => {
                 batch = p.batch;
                 rng = p.rng;
-                p.rows
+                p.looks
             }
             None => {
                 let starts = batcher.sample_starts(data.train.len(), &mut rng);
                 batcher.make(&data.train, &starts, &mut batch)?;
-                gather_rows(&batch, &tables)?
+                gather_lookups(&mut batch, &hosts)?
             }
         };
-        let mems = upload_memories(&batch, rows, &tables, heads, &train_device, true);
+        let looks: Vec<_> = looks.into_iter().map(|l| l.upload(&train_device)).collect();
+        let mems: Vec<EngramMemory> = looks.iter().map(|l| l.memory().clone()).collect();
         let (x, y) = upload_batch(&batch, &train_device);
         let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
         let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
@@ -482,67 +492,50 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
         }
         let grads = loss.backward();
-        let row_grads: Vec<Vec<f32>> = mems
-            .iter()
-            .map(|mem| {
-                let g = mem.rows.grad(&grads).expect("the gathered rows are an autodiff leaf used by the loss");
-                g.into_data().try_into_vec::<f32>().expect("gradients are f32")
-            })
-            .collect();
+        let row_grads: Vec<Vec<f32>> = looks.iter().map(|l| l.row_grads(&grads)).collect::<Result<_, _>>()?;
         let grads = GradientsParams::from_grads(grads, &model);
         // The tables' update and the backbone's are independent: with a second core, the
         // tables update on it (and, below, share out the rest) while the backbone's optimizer
         // runs here.
-        let update_tables = |tables: &mut Vec<EngramTable>| -> Result<(), TrainError> {
-            if let Some(e) = &ecfg {
-                for ((table, layer), g) in tables.iter_mut().zip(&batch.layers).zip(&row_grads) {
-                    table.adam_step(&layer.uniq, g, (lr * e.table_lr_mult) as f32, &e.table_adam, e.update)?;
-                }
+        let update_tables = |hosts: &mut Vec<EngramHost>| -> Result<(), TrainError> {
+            for ((host, look), g) in hosts.iter_mut().zip(&looks).zip(&row_grads) {
+                host.step_rows(look.uniq(), g, lr)?;
             }
             Ok(())
         };
-        if tables.is_empty() || opts.sequential || crate::runtime::n_threads() < 2 {
-            update_tables(&mut tables)?;
+        if hosts.is_empty() || opts.sequential || crate::runtime::n_threads() < 2 {
+            update_tables(&mut hosts)?;
             model = optim.step(lr, model, grads);
         } else {
             // The second core makes the next step's batch (from a copy of the generator: `rng`
             // advances when the next step takes the batch, so a checkpoint written at the end
             // of this step holds the state before that draw), then updates the tables and
             // gathers the next batch's rows from them. With the row-sparse update, these two
-            // run as blocks of rows ([`EngramTable::update_then_gather`]) that this thread
+            // run as blocks of rows ([`EngramHost::step_then_gather`]) that this thread
             // helps with once the backbone's optimiser is done. The same values in the same
             // order as a sequential step, so results are bit-identical.
-            let e = ecfg.as_ref().expect("tables exist only with an Engram config");
-            let (last, table_lr) = (step + 1 == tc.steps, (lr * e.table_lr_mult) as f32);
+            let last = step + 1 == tc.steps;
             let queue = Mutex::new(Vec::new());
             let mut next_rng = rng.clone();
             let mut next_batch = std::mem::take(&mut spare_batch);
-            let mut next_rows: Vec<Vec<f32>> = Vec::new();
+            let mut next_looks: Vec<HostLookup> = Vec::new();
             let (stepped, made) = std::thread::scope(|scope| {
-                let (tables, queue, batcher, this_batch, row_grads) = (&mut tables, &queue, &mut batcher, &batch, &row_grads);
-                let (next_batch, next_rows, next_rng) = (&mut next_batch, &mut next_rows, &mut next_rng);
+                let (hosts, queue, batcher, looks, row_grads) = (&mut hosts, &queue, &mut batcher, &looks, &row_grads);
+                let (next_batch, next_looks, next_rng) = (&mut next_batch, &mut next_looks, &mut next_rng);
                 let worker = scope.spawn(move || -> Result<bool, TrainError> {
                     let starts = batcher.sample_starts(data.train.len(), next_rng);
                     if last || batcher.make(&data.train, &starts, next_batch).is_err() {
                         // Nothing to prepare, or an error the next step reports itself.
-                        update_tables(tables)?;
+                        update_tables(hosts)?;
                         return Ok(false);
                     }
-                    let next: &HostBatch = next_batch;
-                    if e.update == UpdateMode::Sparse {
-                        next_rows.resize_with(tables.len(), Vec::new);
-                        let mut blocks = Vec::new();
-                        for (((table, layer), g), (next_layer, out)) in
-                            tables.iter_mut().zip(&this_batch.layers).zip(row_grads).zip(next.layers.iter().zip(next_rows.iter_mut()))
-                        {
-                            blocks.extend(table.update_then_gather(&layer.uniq, g, table_lr, &e.table_adam, &next_layer.uniq, out, TABLE_BLOCK_ROWS)?);
-                        }
-                        *queue.lock().unwrap_or_else(PoisonError::into_inner) = blocks;
-                        run_blocks(queue);
-                    } else {
-                        update_tables(tables)?;
-                        *next_rows = gather_rows(next, tables)?;
+                    *next_looks = host_lookups(next_batch, hosts);
+                    let mut blocks = Vec::new();
+                    for ((host, look), (g, next)) in hosts.iter_mut().zip(looks).zip(row_grads.iter().zip(next_looks.iter_mut())) {
+                        blocks.extend(host.step_then_gather(look.uniq(), g, lr, next, TABLE_BLOCK_ROWS)?);
                     }
+                    *queue.lock().unwrap_or_else(PoisonError::into_inner) = blocks;
+                    run_blocks(queue);
                     Ok(true)
                 });
                 let stepped = optim.step(lr, model, grads);
@@ -551,7 +544,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             });
             model = stepped;
             if made? {
-                prepared = Some(Prepared { batch: next_batch, rows: next_rows, rng: next_rng });
+                prepared = Some(Prepared { batch: next_batch, looks: next_looks, rng: next_rng });
             }
             spare_batch = std::mem::take(&mut batch);
         }
@@ -572,7 +565,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 let valid = model.valid();
                 let t_eval = Instant::now();
                 let windows = if done == tc.steps { &final_windows } else { &subset_windows };
-                let r = evaluate(&valid, &mut batcher, &tables, data, windows, &eval_device, false)?;
+                let r = evaluate(&valid, &mut batcher, &hosts, data, windows, &eval_device, false)?;
                 let scores = (r.loss() as f32, r.bpb() as f32);
                 if done == tc.steps {
                     final_eval = Some((r, t_eval.elapsed().as_secs_f64()));
@@ -617,7 +610,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 step_times: step_times.clone(),
                 rows: curve.clone(),
             };
-            checkpoint::write(out_dir, cfg, data_fingerprint, &state, &model, &optim, &tables)?;
+            checkpoint::write(out_dir, cfg, data_fingerprint, &state, &model, &optim, &hosts.iter().map(EngramHost::table).collect::<Vec<_>>())?;
         }
     }
     let _final_turn = opts.turns.as_deref().map(Turn::hold);
@@ -629,13 +622,13 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         Some(f) => f,
         None => {
             let t_eval = Instant::now();
-            let r = evaluate(&valid, &mut batcher, &tables, data, &final_windows, &eval_device, false)?;
+            let r = evaluate(&valid, &mut batcher, &hosts, data, &final_windows, &eval_device, false)?;
             (r, t_eval.elapsed().as_secs_f64())
         }
     };
-    let memory_off = if opts.eval_memory_off && !tables.is_empty() {
+    let memory_off = if opts.eval_memory_off && !hosts.is_empty() {
         let t_eval = Instant::now();
-        let r = evaluate(&valid, &mut batcher, &tables, data, &final_windows, &eval_device, true)?;
+        let r = evaluate(&valid, &mut batcher, &hosts, data, &final_windows, &eval_device, true)?;
         eval_seconds += t_eval.elapsed().as_secs_f64();
         Some(r)
     } else {
