@@ -4,7 +4,7 @@
 //! `cargo bench --bench hash`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use engram::hashing::{unique_rows, HashConfig, NgramHasher};
+use engram::hashing::{unique_rows_with, HashConfig, NgramHasher, UniqueScratch};
 
 fn tokens(n: usize, v: u64) -> Vec<u32> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -31,10 +31,10 @@ fn bench_hash(c: &mut Criterion) {
     g.finish();
 
     hasher.hash_batch_rows(&ids, batch, seq, &mut out).expect("ids are in range");
-    let (mut uniq, mut inverse) = (Vec::new(), Vec::new());
+    let (mut uniq, mut inverse, mut scratch) = (Vec::new(), Vec::new(), UniqueScratch::default());
     let mut g = c.benchmark_group("unique_rows");
     g.throughput(Throughput::Elements(out[0].len() as u64));
-    g.bench_function("one_layer", |b| b.iter(|| unique_rows(&out[0], &mut uniq, &mut inverse)));
+    g.bench_function("one_layer", |b| b.iter(|| unique_rows_with(&out[0], &mut uniq, &mut inverse, &mut scratch)));
     g.finish();
 }
 

@@ -4,12 +4,13 @@
 //! batch 16 × 64 tokens), measures the median training-step time and tokens/s for table sizes
 //! from 2^14 to 2^24 rows per layer with the row-sparse update, the same with the dense update
 //! (the O(rows) baseline, up to 2^22 rows), and the same backbone without Engram — all in one
-//! run, after warm-up steps, several repetitions each. Also measures the hash alone (demo
-//! layout, one thread and all threads), the PyTorch reference configuration (d_model 256,
-//! 4 blocks, 4 heads, SwiGLU 682, seq 128, batch 16, vocab 8,192, AdamW, no Engram), the LM
-//! head + loss of that configuration alone (fused vs burn's `log_softmax`), and, when built
-//! with `--features ndarray` (or `openblas`), the backbone and the reference configuration on
-//! ndarray beside flex.
+//! run, after warm-up steps, several repetitions each; the host-side table work alone per size;
+//! the PyTorch reference configuration (d_model 256, 4 blocks, 4 heads, SwiGLU 682, seq 128,
+//! batch 16, vocab 8,192, AdamW, no Engram); and, when built with `--features ndarray` (or
+//! `openblas`), the backbone and the reference configuration on ndarray beside flex. The
+//! micro-benchmarks are criterion benches: the hash in `benches/hash.rs`, the table update in
+//! `benches/sparse_update.rs`, the reference configuration's LM head (its matrix products, the
+//! fused head loss against burn's) in `benches/head.rs`.
 //!
 //! Timing is interleaved step by step: every configuration trains in its own thread and they
 //! take turns ([`engram::turns`]) — one step of each, then the next step of each — so a slow
@@ -47,9 +48,8 @@ use serde::{Deserialize, Serialize};
 use engram::data::{DataConfig, PreparedData};
 use engram::engram::EngramConfig;
 use engram::experiment::{exit_with, load_data, prepare_out_dir, CommonArgs};
-use engram::hashing::{HashConfig, NgramHasher};
 use engram::model::ModelConfig;
-use engram::report::table::{render, si};
+use engram::report::table::render;
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
 use engram::turns::Turn;
@@ -58,7 +58,7 @@ use engram::config::{ExperimentConfig, TrainConfig};
 use engram::train::{run, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "exp_throughput", about = "Training-step time and memory vs Engram table size (sparse vs dense update), hash throughput, reference-config step time")]
+#[command(name = "exp_throughput", about = "Training-step time and memory vs Engram table size (sparse vs dense update), reference-config step time")]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
@@ -66,7 +66,7 @@ struct Args {
     /// run faster; the ratios then spread more from run to run (A/A up to ±4 % with 20).
     #[arg(long)]
     reps: Option<usize>,
-    /// Time only the reference configuration (and the fused vs unfused head loss).
+    /// Time only the reference configuration.
     #[arg(long)]
     reference_only: bool,
 }
@@ -99,21 +99,10 @@ struct Summary {
     control_over_smallest_sparse: Option<f64>,
     control_over_smallest_sparse_iqr: Option<[f64; 2]>,
     default_table_rows: u64,
-    hash_tokens_per_sec_1thread: Option<f64>,
-    hash_tokens_per_sec: Option<f64>,
     /// Seconds per step of the table work alone (unique rows, gather, sparse Adam) per size.
     table_work_seconds: BTreeMap<u64, f64>,
-    hash_threads: usize,
     reference_config_step_seconds: f64,
     pytorch_reference_step_seconds: f64,
-    /// LM head + mean cross-entropy of the reference configuration alone (forward + backward,
-    /// [2048 × 256] · [256 × 8192]): `head_cross_entropy` (what training uses) and burn's
-    /// `log_softmax` + `gather`.
-    head_loss_fused_seconds: f64,
-    head_loss_unfused_seconds: f64,
-    /// GFLOP/s of the LM head's three matrix products on the main backend and on ndarray.
-    matmul_gflops: BTreeMap<String, f64>,
-    ndarray_matmul_gflops: Option<BTreeMap<String, f64>>,
     /// `ndarray` or `ndarray+openblas`, when built with it.
     ndarray_backend: Option<String>,
     ndarray_backbone_step_seconds: Option<f64>,
@@ -186,16 +175,6 @@ fn random_ids(state: &mut u64, n: usize, bound: u64) -> impl Iterator<Item = u32
     })
 }
 
-/// Rows, width and vocabulary of the reference configuration's LM head (one batch of
-/// 16 × 128 tokens, d_model 256, vocabulary 8,192); `--quick` uses a small stand-in.
-fn head_shape(quick: bool) -> (usize, usize, usize) {
-    if quick {
-        (256, 64, 1024)
-    } else {
-        (2048, 256, 8192)
-    }
-}
-
 /// One timed configuration: its name, what it trains, on which device, and its timed steps.
 struct Timed {
     name: String,
@@ -212,81 +191,23 @@ impl Timed {
     }
 }
 
-/// GFLOP/s of the three matrix products of the reference configuration's LM head (forward
-/// `h·W`, backward `G·Wᵀ` and `hᵀ·G`; 2048 × 256 × 8192 each, quick: 256 × 64 × 1024) on
-/// `device`, median of 5 after one warm-up; the output is read back (`into_data`) each time.
-fn matmul_gflops(device: &Device, quick: bool) -> BTreeMap<String, f64> {
-    use burn::tensor::{Distribution, Tensor};
-    let (n, d, v) = head_shape(quick);
-    let dev = device.clone().without_autodiff();
-    let h = Tensor::<2>::random([n, d], Distribution::Default, &dev);
-    let w = Tensor::<2>::random([d, v], Distribution::Default, &dev);
-    let g = Tensor::<2>::random([n, v], Distribution::Default, &dev);
-    let flop = 2.0 * (n * d * v) as f64;
-    let mut out = BTreeMap::new();
-    for name in ["h·W", "G·Wᵀ", "hᵀ·G"] {
-        let product = || match name {
-            "h·W" => h.clone().matmul(w.clone()),
-            "G·Wᵀ" => g.clone().matmul(w.clone().transpose()),
-            _ => h.clone().transpose().matmul(g.clone()),
-        };
-        let mut t = Vec::new();
-        for _ in 0..6 {
-            let t0 = Instant::now();
-            drop(product().into_data());
-            t.push(t0.elapsed().as_secs_f64());
-        }
-        out.insert(name.to_string(), flop / median(&t[1..]) / 1e9);
-    }
-    out
-}
-
-/// Seconds per forward + backward of the reference configuration's LM head and loss alone
-/// (median of 5 after one warm-up), fused and unfused.
-fn head_loss_seconds(device: &Device, quick: bool) -> (f64, f64) {
-    use burn::tensor::{Distribution, Int, Tensor, TensorData};
-    let (n, d, v) = head_shape(quick);
-    let dev = device.clone().autodiff();
-    let h = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev);
-    let w = Tensor::<2>::random([d, v], Distribution::Normal(0.0, 0.02), &dev);
-    let y = Tensor::<1, Int>::from_data(TensorData::new((0..n as i32).map(|i| (i * 7919) % v as i32).collect::<Vec<_>>(), [n]), &dev);
-    let time = |fused: bool| {
-        let mut t = Vec::new();
-        for _ in 0..6 {
-            let (h, w) = (h.clone().require_grad(), w.clone().require_grad());
-            let t0 = Instant::now();
-            let loss = if fused {
-                engram::model::head_cross_entropy(h.clone(), w.clone(), None, y.clone())
-            } else {
-                engram::model::cross_entropy(h.clone().matmul(w.clone()).reshape([1, n, v]), y.clone().reshape([1, n]))
-            };
-            let grads = loss.backward();
-            let gh = h.grad(&grads).expect("h takes part in the loss").into_data();
-            let gw = w.grad(&grads).expect("w takes part in the loss").into_data();
-            t.push(t0.elapsed().as_secs_f64());
-            drop((gh, gw));
-        }
-        median(&t[1..])
-    };
-    (time(true), time(false))
-}
-
 /// Seconds per step of the host-side table work alone — unique rows, gather, sparse Adam — for
 /// one table of `rows` × 16 and the default model's 8,192 lookups per step (16 × 64 tokens ×
 /// 8 heads, uniformly random rows), median of 30 steps after 5 warm-up steps. Isolates the
 /// part of a step whose cost can depend on the table size from the rest, which cannot.
 fn table_work_seconds(rows: usize, lookups: usize) -> anyhow::Result<f64> {
-    use engram::hashing::unique_rows;
+    use engram::hashing::{unique_rows_with, UniqueScratch};
     use engram::table::{EngramTable, TableAdam};
     let mut table = EngramTable::new(rows, 16, 0.02, 1);
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let (mut ids, mut uniq, mut inverse, mut gathered, mut grads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut scratch = UniqueScratch::default();
     let mut t = Vec::new();
     for _ in 0..35 {
         ids.clear();
         ids.extend(random_ids(&mut x, lookups, rows as u64));
         let t0 = Instant::now();
-        unique_rows(&ids, &mut uniq, &mut inverse);
+        unique_rows_with(&ids, &mut uniq, &mut inverse, &mut scratch);
         table.gather(&uniq, &mut gathered)?;
         grads.clear();
         grads.extend(gathered.iter().map(|w| 0.01 * w));
@@ -294,34 +215,6 @@ fn table_work_seconds(rows: usize, lookups: usize) -> anyhow::Result<f64> {
         t.push(t0.elapsed().as_secs_f64());
     }
     Ok(median(&t[5..]))
-}
-
-fn hash_throughput(threads_all: bool) -> anyhow::Result<f64> {
-    // Demo layout: V' = 98,627 (DeepSeek-V3 compressed), 2 layers × 16 ids per token.
-    let v_prime = 98_627u64;
-    let hasher = NgramHasher::new(&HashConfig::demo(), v_prime, 2)?;
-    let (batch, seq) = (64usize, 2048usize);
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let tokens: Vec<u32> = random_ids(&mut x, batch * seq, v_prime).collect();
-    let mut out = Vec::new();
-    // The fastest of many repetitions spread over half a second or more: a spell of stolen
-    // CPU time on a shared machine cannot cover all of them.
-    let mut best = f64::INFINITY;
-    let started = Instant::now();
-    for rep in 0.. {
-        if rep >= 25 && started.elapsed().as_secs_f64() >= 0.5 {
-            break;
-        }
-        let t = Instant::now();
-        if threads_all {
-            hasher.hash_batch_rows(&tokens, batch, seq, &mut out)?;
-        } else {
-            hasher.hash_batch_rows_1thread(&tokens, batch, seq, &mut out)?;
-        }
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    // Tokens per second per layer (each layer's 16 ids per token), as the reference measures.
-    Ok((batch * seq * hasher.layers().len()) as f64 / best)
 }
 
 fn main_inner() -> anyhow::Result<()> {
@@ -370,19 +263,6 @@ fn main_inner() -> anyhow::Result<()> {
         _ => None,
     };
     let ndarray_backend = ndarray.as_ref().map(|_| if cfg!(feature = "openblas") { "ndarray+openblas" } else { "ndarray" }.to_string());
-
-    let (hash_1, hash_all) = if args.reference_only {
-        (None, None)
-    } else {
-        eprintln!("hash throughput (demo layout) ...");
-        (Some(hash_throughput(false)?), Some(hash_throughput(true)?))
-    };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    eprintln!("LM head + loss of the reference configuration, fused and unfused ...");
-    let (head_fused, head_unfused) = head_loss_seconds(&device, c.quick);
-    eprintln!("matrix products of the LM head ...");
-    let mm = matmul_gflops(&device, c.quick);
-    let mm_ndarray = ndarray.as_ref().map(|nd| matmul_gflops(nd, c.quick));
 
     // Every configuration, in the order a forward timing pass runs them.
     let tc = |reference: bool| if reference { train_cfg(steps, 16, 128, c.seed) } else { train_cfg(steps, batch, seq, c.seed) };
@@ -504,16 +384,9 @@ fn main_inner() -> anyhow::Result<()> {
         backbone_step_seconds: backbone_t.map(Timed::median),
         largest_over_smallest_dense: dense_ratio,
         default_table_rows: default_rows,
-        hash_tokens_per_sec_1thread: hash_1,
-        hash_tokens_per_sec: hash_all,
         table_work_seconds: table_work,
-        hash_threads: threads,
         reference_config_step_seconds: find("reference").map(Timed::median).expect("the reference configuration always runs"),
         pytorch_reference_step_seconds: PYTORCH_REFERENCE_STEP_SECONDS,
-        head_loss_fused_seconds: head_fused,
-        head_loss_unfused_seconds: head_unfused,
-        matmul_gflops: mm,
-        ndarray_matmul_gflops: mm_ndarray,
         ndarray_backend,
         ndarray_backbone_step_seconds: find("backbone-ndarray").map(Timed::median),
         ndarray_reference_config_step_seconds: find("reference-ndarray").map(Timed::median),
@@ -610,26 +483,12 @@ fn report(s: &Summary) {
     if let Some(d) = s.largest_over_smallest_dense {
         println!("largest / smallest table, dense:  {d:.3}");
     }
-    if let (Some(h1), Some(ha)) = (s.hash_tokens_per_sec_1thread, s.hash_tokens_per_sec) {
-        println!("hash (demo layout, per layer): {} tokens/s on 1 thread, {} tokens/s on {} threads", si(h1), si(ha), s.hash_threads);
-    }
     println!(
         "reference config step: {:.1} ms (PyTorch on this machine type: {:.0} ms; ratio {:.2})",
         s.reference_config_step_seconds * 1e3,
         s.pytorch_reference_step_seconds * 1e3,
         s.reference_config_step_seconds / s.pytorch_reference_step_seconds
     );
-    println!(
-        "LM head + loss alone, forward + backward: fused {:.1} ms, burn log_softmax {:.1} ms (ratio {:.2})",
-        s.head_loss_fused_seconds * 1e3,
-        s.head_loss_unfused_seconds * 1e3,
-        s.head_loss_unfused_seconds / s.head_loss_fused_seconds
-    );
-    let gflops = |m: &BTreeMap<String, f64>| m.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ");
-    println!("LM head matrix products, GFLOP/s on {}: {}", s.backend, gflops(&s.matmul_gflops));
-    if let (Some(name), Some(m)) = (&s.ndarray_backend, &s.ndarray_matmul_gflops) {
-        println!("LM head matrix products, GFLOP/s on {name}: {}", gflops(m));
-    }
     match (&s.ndarray_backend, s.ndarray_reference_config_step_seconds) {
         (Some(name), Some(r)) => {
             if let (Some(nb), Some(fb)) = (s.ndarray_backbone_step_seconds, s.backbone_step_seconds) {

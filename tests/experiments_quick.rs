@@ -137,12 +137,9 @@ fn exp_throughput_quick_times_every_configuration_and_rejects_zero_reps() {
         assert!(v.is_finite() && v > 0.0, "{key} = {v}");
         v
     };
-    for key in ["backbone_step_seconds", "reference_config_step_seconds", "hash_tokens_per_sec_1thread", "hash_tokens_per_sec", "head_loss_fused_seconds", "head_loss_unfused_seconds"] {
+    for key in ["backbone_step_seconds", "reference_config_step_seconds"] {
         positive(key);
     }
-    let mm = s["matmul_gflops"].as_object().expect("matmul_gflops");
-    assert_eq!(mm.len(), 3, "three matrix products: {mm:?}");
-    assert!(mm.values().all(|v| v.as_f64().is_some_and(|g| g > 0.0)));
     for map in ["step_seconds", "dense_step_seconds", "peak_rss_bytes", "table_work_seconds"] {
         let m = s[map].as_object().unwrap_or_else(|| panic!("{map} missing"));
         assert_eq!(m.keys().collect::<Vec<_>>(), ["16384", "65536"], "{map}: one entry per table size");

@@ -1,7 +1,7 @@
 //! Property tests of the n-gram hash, the numpy RNG port and `unique_rows`.
 
 use engram::hashing::{
-    default_rng, is_prime, unique_rows, FastMod, HashConfig, HashError, NgramHasher, Pcg64, MAX_TABLE_ROWS,
+    default_rng, is_prime, unique_rows, unique_rows_with, FastMod, HashConfig, HashError, NgramHasher, Pcg64, UniqueScratch, MAX_TABLE_ROWS,
 };
 use proptest::prelude::*;
 
@@ -194,7 +194,28 @@ proptest! {
         let mut want = rows.clone();
         want.sort_unstable();
         want.dedup();
-        prop_assert_eq!(uniq, want);
+        prop_assert_eq!(&uniq, &want);
+    }
+
+    /// One scratch reused over batches that take the bitmap and the radix paths in turn gives
+    /// what a fresh scratch gives.
+    #[test]
+    fn unique_rows_with_a_reused_scratch_equals_a_fresh_one(
+        batches in prop::collection::vec(prop_oneof![
+            prop::collection::vec(0u32..100_000, 2048..4000),
+            prop::collection::vec(0u32..20_000_000, 2048..4000),
+            prop::collection::vec(0u32..50, 0..300),
+        ], 1..5),
+    ) {
+        let mut scratch = UniqueScratch::default();
+        let (mut uniq, mut inverse) = (Vec::new(), Vec::new());
+        for rows in &batches {
+            unique_rows_with(rows, &mut uniq, &mut inverse, &mut scratch);
+            let (mut u, mut i) = (Vec::new(), Vec::new());
+            unique_rows(rows, &mut u, &mut i);
+            prop_assert_eq!(&uniq, &u);
+            prop_assert_eq!(&inverse, &i);
+        }
     }
 
     #[test]

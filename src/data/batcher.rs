@@ -6,7 +6,7 @@
 //! positions that the row-sparse table update needs.
 
 use crate::engram::EngramControl;
-use crate::hashing::{unique_rows, HashError, NgramHasher, Pcg64};
+use crate::hashing::{unique_rows_with, HashError, NgramHasher, Pcg64, UniqueScratch};
 
 /// Row ids of one Engram layer for one batch.
 #[derive(Clone, Debug, Default)]
@@ -67,12 +67,13 @@ pub struct Batcher {
     engram: Option<EngramHashing>,
     compressed: Vec<u32>,
     scratch: Vec<Vec<u32>>,
+    unique: UniqueScratch,
 }
 
 impl Batcher {
     /// A batcher of `batch × seq_len` windows; `engram` is `None` for a baseline.
     pub fn new(batch: usize, seq_len: usize, engram: Option<EngramHashing>) -> Self {
-        Self { batch, seq_len, engram, compressed: Vec::new(), scratch: Vec::new() }
+        Self { batch, seq_len, engram, compressed: Vec::new(), scratch: Vec::new(), unique: UniqueScratch::default() }
     }
 
     /// The Engram hashing, if any.
@@ -119,7 +120,7 @@ impl Batcher {
         out.layers.resize_with(self.scratch.len(), LayerRows::default);
         for (layer, rows) in out.layers.iter_mut().zip(self.scratch.iter()) {
             apply_control(eng.control, rows, b, t, h, &mut layer.rows);
-            unique_rows(&layer.rows, &mut layer.uniq, &mut layer.inverse);
+            unique_rows_with(&layer.rows, &mut layer.uniq, &mut layer.inverse, &mut self.unique);
         }
         Ok(())
     }

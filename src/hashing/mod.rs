@@ -35,6 +35,6 @@ pub mod numpy_rng;
 pub mod primes;
 
 pub use error::HashError;
-pub use ngram::{unique_rows, FastMod, HashConfig, LayerHash, NgramHasher, MAX_TABLE_ROWS, SEED_LAYER_STRIDE};
+pub use ngram::{unique_rows, unique_rows_with, FastMod, HashConfig, LayerHash, NgramHasher, UniqueScratch, MAX_TABLE_ROWS, SEED_LAYER_STRIDE};
 pub use numpy_rng::{default_rng, Pcg64, SeedSequence};
 pub use primes::{is_prime, next_prime_after, prime_walk};

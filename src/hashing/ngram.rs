@@ -535,15 +535,11 @@ fn span_dyn<S: Sink>(
     }
 }
 
-thread_local! {
-    /// Scratch for [`unique_rows`] (bitmap words interleaved with their ranks, or radix keys),
-    /// reused across calls on the same thread.
-    static UNIQUE_SCRATCH: std::cell::RefCell<UniqueScratch> = const {
-        std::cell::RefCell::new(UniqueScratch { words: Vec::new(), keys: Vec::new(), tmp: Vec::new() })
-    };
-}
-
-struct UniqueScratch {
+/// Scratch memory of [`unique_rows_with`] (bitmap words interleaved with their ranks, or radix
+/// keys): a loop that finds a batch's distinct rows every step keeps one and passes it in, so
+/// that no call allocates once the buffers have grown.
+#[derive(Clone, Debug, Default)]
+pub struct UniqueScratch {
     words: Vec<u64>,
     keys: Vec<u64>,
     tmp: Vec<u64>,
@@ -558,7 +554,8 @@ const RADIX_BITS: u32 = 12;
 const RADIX_MIN_LEN: usize = 2048;
 
 /// Unique rows of one layer's batch and the inverse map: `uniq` sorted ascending and distinct,
-/// `uniq[inverse[i]] == rows[i]`. Reuses both buffers (and a thread-local scratch). Linear time:
+/// `uniq[inverse[i]] == rows[i]`. Reuses both buffers; its scratch memory is allocated for this
+/// call ([`unique_rows_with`] takes it from the caller, for loops). Linear time:
 /// a bitmap with popcount ranks when `max_row / 64` is small relative to `rows.len()` (the usual
 /// case: a batch's rows against a table of a few million rows), else an LSD radix sort of
 /// `(row, index)` keys.
@@ -569,6 +566,15 @@ const RADIX_MIN_LEN: usize = 2048;
 /// # Panics
 /// If `rows.len() > u32::MAX` (inverse indices are `u32`).
 pub fn unique_rows(rows: &[u32], uniq: &mut Vec<u32>, inverse: &mut Vec<u32>) {
+    unique_rows_with(rows, uniq, inverse, &mut UniqueScratch::default());
+}
+
+/// [`unique_rows`] with the caller's scratch memory: the same result, and no allocation once
+/// `scratch`, `uniq` and `inverse` have grown to the batch's size.
+///
+/// # Panics
+/// If `rows.len() > u32::MAX`.
+pub fn unique_rows_with(rows: &[u32], uniq: &mut Vec<u32>, inverse: &mut Vec<u32>, scratch: &mut UniqueScratch) {
     assert!(rows.len() <= u32::MAX as usize, "unique_rows: more than u32::MAX rows");
     uniq.clear();
     inverse.clear();
@@ -577,14 +583,11 @@ pub fn unique_rows(rows: &[u32], uniq: &mut Vec<u32>, inverse: &mut Vec<u32>) {
     }
     let max = rows.iter().copied().max().unwrap_or(0);
     let n_words = (max as usize >> 6) + 1;
-    UNIQUE_SCRATCH.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        if n_words <= BITMAP_WORDS_PER_ROW.saturating_mul(rows.len()) {
-            unique_bitmap(rows, n_words, &mut scratch, uniq, inverse);
-        } else {
-            unique_radix(rows, max, &mut scratch, uniq, inverse);
-        }
-    });
+    if n_words <= BITMAP_WORDS_PER_ROW.saturating_mul(rows.len()) {
+        unique_bitmap(rows, n_words, scratch, uniq, inverse);
+    } else {
+        unique_radix(rows, max, scratch, uniq, inverse);
+    }
 }
 
 /// Bitmap + rank: set one bit per row, rank each word by a prefix popcount, read ranks back.
