@@ -119,6 +119,7 @@ fn plots(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<String>> {
         y_label: "final validation loss (bits per byte)".into(),
         log_x: false,
         log_y: false,
+        y_from_zero: false,
         series: vec![Series {
             label: format!("mean ± std over {} seeds", summary.seeds),
             points: g.iter().map(|g| (g.x.unwrap_or(f64::NAN), g.val_bpb_mean)).collect(),

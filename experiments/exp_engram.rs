@@ -171,6 +171,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
         y_label: "validation bits per byte".into(),
         log_x: false,
         log_y: false,
+        y_from_zero: false,
         series,
         bands: vec![],
         annotations: vec![],
@@ -196,6 +197,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
         y_label: "validation bits per byte (all held-out bytes)".into(),
         log_x: true,
         log_y: false,
+        y_from_zero: false,
         series: s,
         bands: vec![],
         annotations: eng.iter().map(|r| format!("{} table rows: worth {} its FLOPs/token", si(r.table_rows as f64), worth(&base, r))).collect(),
@@ -210,6 +212,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
         y_label: "validation bits per byte".into(),
         log_x: true,
         log_y: false,
+        y_from_zero: false,
         series: vec![
             Series { label: "baselines".into(), points: pts(&base, &total), y_err: None, style: Style::LinePoints },
             Series { label: "Engram (growing table)".into(), points: pts(&eng, &total), y_err: None, style: Style::LinePoints },
@@ -228,6 +231,7 @@ fn plots(dir: &Path, runs: &[RunRecord]) -> anyhow::Result<Vec<String>> {
             y_label: "training tokens / s".into(),
             log_x: true,
             log_y: false,
+            y_from_zero: true,
             series: vec![Series {
                 label: "Engram".into(),
                 points: eng.iter().map(|r| (r.table_rows as f64, r.tokens_per_sec)).collect(),

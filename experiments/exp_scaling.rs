@@ -94,6 +94,7 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
         y_label: "final validation loss (bits per byte)".into(),
         log_x: true,
         log_y: false,
+        y_from_zero: false,
         series,
         bands,
         annotations,

@@ -418,6 +418,7 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
         y_label: "median step time (s)".into(),
         log_x: true,
         log_y: true,
+        y_from_zero: false,
         series: vec![
             Series { label: "row-sparse update".into(), points: s.step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
             Series { label: "dense update".into(), points: s.dense_step_seconds.iter().map(|(&r, &t)| (r as f64, t)).collect(), y_err: None, style: Style::LinePoints },
@@ -431,6 +432,7 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
         y_label: "peak RSS (MiB)".into(),
         log_x: true,
         log_y: true,
+        y_from_zero: false,
         series: vec![Series { label: "peak RSS".into(), points: s.peak_rss_bytes.iter().map(|(&r, &b)| (r as f64, b as f64 / (1 << 20) as f64)).collect(), y_err: None, style: Style::LinePoints }],
         bands: vec![],
         annotations: vec![],

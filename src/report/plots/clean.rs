@@ -105,6 +105,9 @@ pub(super) fn x_values(data: &[CleanSeries]) -> Vec<f64> {
 pub(super) fn y_values(chart: &Chart, data: &[CleanSeries]) -> Vec<f64> {
     let keep = |v: f64| !chart.log_y || v > 0.0;
     let mut ys = Vec::new();
+    if chart.y_from_zero && !chart.log_y {
+        ys.push(0.0);
+    }
     for s in data {
         for (&(_, y), e) in s.points.iter().zip(&s.errs) {
             ys.push(y);
@@ -123,4 +126,24 @@ pub(super) fn y_values(chart: &Chart, data: &[CleanSeries]) -> Vec<f64> {
         }
     }
     ys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{chart, series};
+    use super::super::types::Style;
+    use super::*;
+
+    #[test]
+    fn y_from_zero_puts_zero_in_the_y_range_of_a_linear_axis_only() {
+        let lowest = |from_zero: bool, log_y: bool| {
+            let mut c = chart("rates", vec![series("a", vec![(1.0, 31_000.0), (2.0, 32_000.0)], Style::LinePoints)]);
+            (c.y_from_zero, c.log_y) = (from_zero, log_y);
+            let data = clean_chart(&c).unwrap();
+            y_values(&c, &data).iter().cloned().fold(f64::INFINITY, f64::min)
+        };
+        assert_eq!(lowest(false, false), 31_000.0);
+        assert_eq!(lowest(true, false), 0.0);
+        assert_eq!(lowest(true, true), 31_000.0);
+    }
 }

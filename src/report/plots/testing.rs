@@ -29,6 +29,7 @@ pub(super) fn chart(title: &str, series: Vec<Series>) -> Chart {
         y_label: "validation loss".into(),
         log_x: false,
         log_y: false,
+        y_from_zero: false,
         series,
         bands: vec![],
         annotations: vec![],

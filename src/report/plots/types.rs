@@ -38,6 +38,9 @@ pub struct Chart {
     pub y_label: String,
     pub log_x: bool,
     pub log_y: bool,
+    /// Start a linear y axis at zero, so that a few per cent of spread in a rate does not
+    /// fill the plot's height.
+    pub y_from_zero: bool,
     pub series: Vec<Series>,
     pub bands: Vec<HBand>,
     /// Lines of text drawn in a corner of the plot (e.g. a fitted slope).
