@@ -1,0 +1,165 @@
+//! The host side of a training step: the batch and its Engram lookups, and the updates of one
+//! step — tables and backbone, on two cores when there are two.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::error::TrainError;
+use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
+use crate::data::PreparedData;
+use crate::engram::{EngramHost, HostLookup, Lookup, TableOptim};
+use crate::hashing::{NgramHasher, Pcg64};
+use crate::model::{ModelConfig, Transformer};
+use crate::table::{EngramTable, TableBlock};
+
+/// Build the batcher's hashing for a model, from the prepared data.
+pub fn engram_hashing(model: &ModelConfig, data: &PreparedData) -> Result<Option<EngramHashing>, TrainError> {
+    let Some(e) = &model.engram else { return Ok(None) };
+    let (compress, v_prime) = if e.compression {
+        (data.compression.clone(), data.compressed_vocab_size as u64)
+    } else {
+        ((0..data.vocab_size as u32).collect(), data.vocab_size as u64)
+    };
+    let pad_c = compress[data.pad_id as usize];
+    let mut hash_cfg = e.hash_config(data.pad_id);
+    // The hasher walks primes in `layer_ids` order; the model's blocks run in ascending order.
+    hash_cfg.layer_ids.sort_unstable();
+    let hasher = NgramHasher::new(&hash_cfg, v_prime, pad_c)?;
+    Ok(Some(EngramHashing { hasher, compress, control: e.control }))
+}
+
+pub(super) fn upload_batch(batch: &HostBatch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let to_t = |v: &[u32]| {
+        let ids: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [batch.batch, batch.seq_len]), device)
+    };
+    (to_t(&batch.inputs), to_t(&batch.targets))
+}
+
+/// Each Engram layer's lookup of `batch`, whose rows the batcher hashed (on the second core,
+/// a step ahead): moved out of the batch, not yet gathered.
+pub(super) fn host_lookups(batch: &mut HostBatch, hosts: &[EngramHost]) -> Vec<HostLookup> {
+    let (b, t) = (batch.batch, batch.seq_len);
+    (batch.layers.iter_mut().zip(hosts))
+        .map(|(l, h)| {
+            let (rows, uniq, inverse) = (std::mem::take(&mut l.rows), std::mem::take(&mut l.uniq), std::mem::take(&mut l.inverse));
+            HostLookup { batch: b, seq_len: t, heads: h.heads(), rows, uniq, inverse, d_head: 0, values: Vec::new() }
+        })
+        .collect()
+}
+
+/// Each Engram layer's lookup of `batch`, gathered from its table.
+pub(super) fn gather_lookups(batch: &mut HostBatch, hosts: &[EngramHost]) -> Result<Vec<HostLookup>, TrainError> {
+    let mut looks = host_lookups(batch, hosts);
+    for (look, h) in looks.iter_mut().zip(hosts) {
+        h.gather(look)?;
+    }
+    Ok(looks)
+}
+
+/// A training batch made ahead of its step, with its rows already gathered from the tables.
+pub(super) struct Prepared {
+    pub(super) batch: HostBatch,
+    /// Gathered lookups, one per Engram layer.
+    pub(super) looks: Vec<HostLookup>,
+    /// The sampling generator after this batch's window starts were drawn.
+    pub(super) rng: Pcg64,
+}
+
+/// Rows of a table's update per [`TableBlock`] (see [`EngramTable::update_then_gather`]).
+pub(super) const TABLE_BLOCK_ROWS: usize = 512;
+
+/// Run queued table blocks until none is left.
+fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
+    loop {
+        let block = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let Some(block) = block else { break };
+        block.run();
+    }
+}
+
+/// The Engram layers' host parts for a model: one table per layer, initialised from the run's
+/// seed, sharing the batcher's hasher and compression.
+pub(super) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64) -> Result<Vec<EngramHost>, TrainError> {
+    let (Some(e), Some(h)) = (&model.engram, hashing) else { return Ok(Vec::new()) };
+    let (hasher, compress): (Arc<NgramHasher>, Arc<[u32]>) = (Arc::new(h.hasher.clone()), h.compress.clone().into());
+    let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update };
+    (h.table_rows().iter().enumerate())
+        .map(|(i, &rows)| {
+            let table = EngramTable::new(rows, e.d_head, e.table_init_std, seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64));
+            Ok(EngramHost::new(hasher.clone(), i, compress.clone(), table, optim)?)
+        })
+        .collect()
+}
+
+/// What the second core prepares during a step: the next batch, drawn from a copy of the
+/// generator (`rng` advances when the next step takes the batch, so a checkpoint written at
+/// the end of this step holds the state before that draw), into a spare batch's buffers.
+pub(super) struct Ahead<'a> {
+    pub(super) batcher: &'a mut Batcher,
+    pub(super) stream: &'a [u32],
+    pub(super) rng: Pcg64,
+    pub(super) batch: HostBatch,
+    /// The last step: nothing to prepare.
+    pub(super) last: bool,
+}
+
+/// One step's updates at learning rate `lr`: the tables on the rows `looks` read, with their
+/// gradients `row_grads`, and the backbone from `grads`. Without `ahead`, one after the other
+/// on this thread. With it, the second core makes the next batch and then updates the tables
+/// and gathers the next batch's rows from them, as blocks of rows
+/// ([`EngramHost::step_then_gather`]) that this thread helps with once the backbone's
+/// optimiser is done: the same values in the same order as the sequential step, so results
+/// are bit-identical. Returns the stepped model and, with `ahead`, the next batch (none on the
+/// last step, or when making it failed: the next step makes it again and reports the error).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn update(
+    model: Transformer,
+    optim: &mut ModuleOptimizer,
+    grads: GradientsParams,
+    lr: f64,
+    hosts: &mut [EngramHost],
+    looks: &[Lookup],
+    row_grads: &[Vec<f32>],
+    ahead: Option<Ahead<'_>>,
+) -> Result<(Transformer, Option<Prepared>), TrainError> {
+    let update_tables = |hosts: &mut [EngramHost]| -> Result<(), TrainError> {
+        for ((host, look), g) in hosts.iter_mut().zip(looks).zip(row_grads) {
+            host.step_rows(look.uniq(), g, lr)?;
+        }
+        Ok(())
+    };
+    let Some(Ahead { batcher, stream, rng: mut next_rng, batch: mut next_batch, last }) = ahead else {
+        update_tables(hosts)?;
+        return Ok((optim.step(lr, model, grads), None));
+    };
+    let queue = Mutex::new(Vec::new());
+    let mut next_looks: Vec<HostLookup> = Vec::new();
+    let (stepped, made) = std::thread::scope(|scope| {
+        let queue = &queue;
+        let (next_batch, next_looks, next_rng) = (&mut next_batch, &mut next_looks, &mut next_rng);
+        let worker = scope.spawn(move || -> Result<bool, TrainError> {
+            let starts = batcher.sample_starts(stream.len(), next_rng);
+            if last || batcher.make(stream, &starts, next_batch).is_err() {
+                // Nothing to prepare, or an error the next step reports itself.
+                update_tables(hosts)?;
+                return Ok(false);
+            }
+            *next_looks = host_lookups(next_batch, hosts);
+            let mut blocks = Vec::new();
+            for ((host, look), (g, next)) in hosts.iter_mut().zip(looks).zip(row_grads.iter().zip(next_looks.iter_mut())) {
+                blocks.extend(host.step_then_gather(look.uniq(), g, lr, next, TABLE_BLOCK_ROWS)?);
+            }
+            *queue.lock().unwrap_or_else(PoisonError::into_inner) = blocks;
+            run_blocks(queue);
+            Ok(true)
+        });
+        let stepped = optim.step(lr, model, grads);
+        run_blocks(queue);
+        (stepped, worker.join().expect("table update panicked"))
+    });
+    let prepared = made?.then(|| Prepared { batch: next_batch, looks: next_looks, rng: next_rng });
+    Ok((stepped, prepared))
+}
