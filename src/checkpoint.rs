@@ -48,6 +48,7 @@ use crate::model::Transformer;
 use crate::table::EngramTable;
 use crate::config::ExperimentConfig;
 use crate::metrics::MetricRow;
+use crate::run_dir::IoError;
 
 /// Directory of the checkpoint inside a run directory.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -83,16 +84,8 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// Reading or writing failed.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        /// What was being done ("write", "read", ...).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The atomic write of the checkpoint failed (its temporary file is removed).
     #[error(transparent)]
     Write(#[from] crate::run_dir::RunDirError),
@@ -315,7 +308,7 @@ pub fn data_fingerprint(data: &PreparedData) -> u64 {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
     let path = path.to_path_buf();
-    move |source| CheckpointError::Io { action, path, source }
+    move |source| IoError { action, path, source }.into()
 }
 
 /// A section being written: counts its bytes and accumulates its checksum.
@@ -395,10 +388,8 @@ pub fn write(
     };
     let meta = serde_json::to_vec(&meta).expect("checkpoint metadata always serialises (plain data, string keys)");
     let path = checkpoint_path(run_dir);
-    let record_err = |what: &str, e: burn::store::RecordError| CheckpointError::Io {
-        action: "serialise the state for",
-        path: path.clone(),
-        source: std::io::Error::other(format!("{what}: {e}")),
+    let record_err = |what: &str, e: burn::store::RecordError| -> CheckpointError {
+        IoError { action: "serialise the state for", path: path.clone(), source: std::io::Error::other(format!("{what}: {e}")) }.into()
     };
     let model_bytes = model.clone().into_record().into_bytes().map_err(|e| record_err("model", e))?;
     let optim_bytes = optim.to_record().into_bytes().map_err(|e| record_err("optimizer", e))?;

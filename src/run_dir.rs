@@ -23,20 +23,27 @@ use serde::Serialize;
 /// Name of the lock file inside a run directory.
 pub const LOCK_FILE: &str = ".lock";
 
+/// An I/O operation on a file of a run failed: what was being done, on which path, and the
+/// operating system's error as the source (so that it is printed once, after this message).
+/// Every error of the run directory, the checkpoints and the training loop reports I/O with it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct IoError {
+    /// What was being done ("write", "rename into place", …).
+    pub action: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The operating system's error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Errors of run-directory I/O.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
     /// An I/O operation failed.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        /// What was being done ("write", "rename into place", …).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Another process holds the directory's lock.
     #[error("{} is in use by another process{}: wait for it to finish, or use another directory", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked {
@@ -56,7 +63,7 @@ pub enum RunDirError {
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> RunDirError + 'p {
-    move |source| RunDirError::Io { action, path: path.to_path_buf(), source }
+    move |source| IoError { action, path: path.to_path_buf(), source }.into()
 }
 
 /// The held lock of a run directory; released when dropped (or when the process ends).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint;
 use crate::ConfigError;
 use crate::engram::EngramError;
-use crate::run_dir::RunDirError;
+use crate::run_dir::{IoError, RunDirError};
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -14,16 +14,8 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// I/O on the run directory.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The run directory's lock or an atomic write failed.
     #[error(transparent)]
     RunDir(#[from] RunDirError),
@@ -71,5 +63,5 @@ pub enum TrainError {
 }
 
 pub(super) fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> TrainError + 'p {
-    move |source| TrainError::Io { action, path: path.to_path_buf(), source }
+    move |source| IoError { action, path: path.to_path_buf(), source }.into()
 }
