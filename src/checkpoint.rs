@@ -48,7 +48,7 @@ use crate::model::Transformer;
 use crate::table::EngramTable;
 use crate::config::ExperimentConfig;
 use crate::metrics::MetricRow;
-use crate::run_dir::IoError;
+use crate::run_dir::{io_err, IoError};
 
 /// Directory of the checkpoint inside a run directory.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -306,11 +306,6 @@ pub fn data_fingerprint(data: &PreparedData) -> u64 {
     word(h, data.pad_id)
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
-    let path = path.to_path_buf();
-    move |source| IoError { action, path, source }.into()
-}
-
 /// A section being written: counts its bytes and accumulates its checksum.
 struct SectionWriter<'w, W: Write> {
     out: &'w mut W,
@@ -434,7 +429,7 @@ impl SectionReader {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
                 return Err(CheckpointError::Missing { path })
             }
-            Err(e) => return Err(io_err("open", &path)(e)),
+            Err(e) => return Err(io_err("open", &path)(e).into()),
         };
         let len = file.metadata().map_err(io_err("read", &path))?.len();
         let mut r = Self { input: BufReader::new(file), left: len, path };

@@ -62,8 +62,10 @@ pub enum RunDirError {
     },
 }
 
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> RunDirError + 'p {
-    move |source| IoError { action, path: path.to_path_buf(), source }.into()
+/// `map_err` adapter for [`IoError`]: `file.sync_all().map_err(io_err("sync", &path))?` (the
+/// `?` converts it into the caller's error type).
+pub(crate) fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> IoError + 'p {
+    move |source| IoError { action, path: path.to_path_buf(), source }
 }
 
 /// The held lock of a run directory; released when dropped (or when the process ends).
@@ -87,7 +89,7 @@ impl RunDirLock {
                 let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
                 return Err(RunDirError::Locked { dir: dir.to_path_buf(), pid });
             }
-            return Err(io_err("lock", &path)(e));
+            return Err(io_err("lock", &path)(e).into());
         }
         // The holder's pid, for the message a second process prints.
         file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).map_err(io_err("write", &path))?;
@@ -112,14 +114,14 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// temporary file is removed and `path` keeps its previous content.
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<(), RunDirError> {
     let tmp = temp_path(path);
-    let result = (|| {
+    let result = (|| -> Result<(), RunDirError> {
         let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         let mut out = BufWriter::new(file);
         fill(&mut out).and_then(|()| out.flush()).map_err(io_err("write", &tmp))?;
         let file = out.into_inner().map_err(|e| io_err("write", &tmp)(e.into_error()))?;
         file.sync_all().map_err(io_err("sync", &tmp))?;
         drop(file);
-        std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+        Ok(std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?)
     })();
     if result.is_err() {
         // Best effort: the error that matters is the one above.
@@ -127,7 +129,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) ->
         return result;
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))
+    Ok(File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))?)
 }
 
 /// Write `bytes` to `path` atomically ([`write_atomic_with`]).

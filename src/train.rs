@@ -35,10 +35,9 @@ use crate::engram::{EngramHost, EngramMemory};
 use crate::eval::{plan_windows, subset, EvalReport};
 use crate::hashing::default_rng;
 use crate::metrics::{MetricRow, METRICS_HEADER};
-use crate::run_dir::{write_atomic, write_json, RunDirLock};
+use crate::run_dir::{io_err, write_atomic, write_json, RunDirLock};
 use crate::turns::Turn;
 use crate::ConfigError;
-use error::io_err;
 use step::{gather_lookups, upload_batch, Prepared};
 
 /// Remove what an earlier run in `out_dir` left that a fresh run would not replace at once:
@@ -46,7 +45,7 @@ use step::{gather_lookups, upload_batch, Prepared};
 fn remove_stale_results(out_dir: &Path) -> Result<(), TrainError> {
     let summary = out_dir.join("summary.json");
     match std::fs::remove_file(&summary) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &summary)(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &summary)(e).into()),
         _ => {}
     }
     let ckpt = out_dir.join(checkpoint::CHECKPOINT_DIR);
@@ -325,7 +324,7 @@ fn open_metrics(path: &Path, rows: &[MetricRow]) -> Result<std::fs::File, TrainE
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())?;
-    std::fs::OpenOptions::new().append(true).open(path).map_err(io_err("open", path))
+    Ok(std::fs::OpenOptions::new().append(true).open(path).map_err(io_err("open", path))?)
 }
 
 /// The run's progress bar (hidden without `progress`), at `start_step`.

@@ -1,6 +1,6 @@
 //! Errors of a training run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::checkpoint;
 use crate::ConfigError;
@@ -60,8 +60,4 @@ pub enum TrainError {
         /// The error.
         source: serde_json::Error,
     },
-}
-
-pub(super) fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> TrainError + 'p {
-    move |source| IoError { action, path: path.to_path_buf(), source }.into()
 }
