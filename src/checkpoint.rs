@@ -24,8 +24,12 @@
 //!   must survive bit-exactly (and may be NaN) are stored as their IEEE bit patterns.
 //! * `MODL`: the backbone's burnpack module record ([`Module::into_record`]).
 //! * `OPTM`: the AdamW state's burnpack record ([`ModuleOptimizer::to_record`]).
-//! * `TABL`, one per Engram table in block order: rows u64, dim u64, step u64, then weights,
-//!   first moments and second moments (`rows · dim` f32 each).
+//! * `TABL`, one per Engram table in block order: rows u64, dim u64, step u64, record layout
+//!   code u64 ([`crate::table::RowLayout::code`]), store u64 (0 resident, 1 file-backed), then
+//!   for a resident table every row's record (`rows` records of the layout, little-endian
+//!   words), for a file-backed one the slots in use u64 and the journal epoch u64 — the rows
+//!   themselves stay in the table file, which the journal returns to this state on resume
+//!   (`crate::table` and its `slab` module).
 //! * `END ` (empty).
 //!
 //! A wrong magic or version, a checksum mismatch, a section out of order, a length past the end
@@ -55,7 +59,7 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// File name of the checkpoint inside [`CHECKPOINT_DIR`].
 pub const CHECKPOINT_FILE: &str = "state.ckpt";
 /// Version of the file format written and read by this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of every checkpoint file.
 const MAGIC: &[u8; 8] = b"ENGRAMCK";
 /// Section tags, in file order.
@@ -64,10 +68,10 @@ const TAG_MODEL: &[u8; 4] = b"MODL";
 const TAG_OPTIM: &[u8; 4] = b"OPTM";
 const TAG_TABLE: &[u8; 4] = b"TABL";
 const TAG_END: &[u8; 4] = b"END ";
-/// Header of a table section: rows, dim, step (u64 each).
-const TABLE_HEADER_BYTES: u64 = 24;
-/// Floats converted per chunk when streaming a table to disk.
-const WRITE_CHUNK_FLOATS: usize = 1 << 14;
+/// Header of a table section: rows, dim, step, layout, store (u64 each).
+const TABLE_HEADER_BYTES: u64 = 40;
+/// Bytes written per call when streaming a table to disk.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// FNV-1a 64 offset basis and prime.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -86,6 +90,9 @@ pub enum CheckpointError {
     /// Reading or writing failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// A file-backed table could not be written to its file before the checkpoint.
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
     /// The atomic write of the checkpoint failed (its temporary file is removed).
     #[error(transparent)]
     Write(#[from] crate::run_dir::RunDirError),
@@ -169,21 +176,33 @@ impl Progress {
     }
 }
 
-/// One Engram table's full optimiser state.
+/// One Engram table's optimiser state as a checkpoint holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableState {
     /// Rows.
     pub rows: usize,
     /// Row width.
     pub dim: usize,
-    /// Adam steps taken.
+    /// Optimiser steps taken.
     pub step: u64,
-    /// Weights `[rows, dim]`.
-    pub weights: Vec<f32>,
-    /// First moments `[rows, dim]`.
-    pub m: Vec<f32>,
-    /// Second moments `[rows, dim]`.
-    pub v: Vec<f32>,
+    /// [`crate::table::RowLayout::code`] of its records.
+    pub layout: u32,
+    /// The rows, or where they are.
+    pub saved: SavedTable,
+}
+
+/// What a checkpoint holds of a table's rows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SavedTable {
+    /// Every record of a resident table (little-endian words).
+    Resident(Vec<u8>),
+    /// A file-backed table's slots in use and journal epoch; the rows are in its file.
+    File {
+        /// Rows touched (slots in use).
+        slots: u64,
+        /// Journal epoch.
+        epoch: u64,
+    },
 }
 
 /// What identifies a checkpoint: its step and the config it was written with.
@@ -329,16 +348,6 @@ impl<'w, W: Write> SectionWriter<'w, W> {
         self.out.write_all(bytes)
     }
 
-    fn put_f32s(&mut self, xs: &[f32]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(WRITE_CHUNK_FLOATS.min(xs.len()) * 4);
-        for chunk in xs.chunks(WRITE_CHUNK_FLOATS) {
-            buf.clear();
-            buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-            self.put(&buf)?;
-        }
-        Ok(())
-    }
-
     fn finish(self) -> std::io::Result<()> {
         assert_eq!(self.left, 0, "section payload shorter than its declared length");
         self.out.write_all(&self.crc.finalize().to_le_bytes())
@@ -389,6 +398,8 @@ pub fn write(
     let model_bytes = model.clone().into_record().into_bytes().map_err(|e| record_err("model", e))?;
     let optim_bytes = optim.to_record().into_bytes().map_err(|e| record_err("optimizer", e))?;
 
+    // File-backed tables write their modified pages to their files first.
+    let files: Vec<Option<(u64, u64)>> = tables.iter().map(|t| t.file_checkpoint()).collect::<Result<_, _>>()?;
     let dir = run_dir.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     crate::run_dir::write_atomic_with(&path, |out| {
@@ -397,17 +408,28 @@ pub fn write(
         write_section(out, TAG_META, &meta)?;
         write_section(out, TAG_MODEL, &model_bytes)?;
         write_section(out, TAG_OPTIM, &optim_bytes)?;
-        for t in tables {
-            let n = (t.rows() * t.dim()) as u64;
-            let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + 3 * 4 * n)?;
-            for x in [t.rows() as u64, t.dim() as u64, t.step()] {
-                s.put(&x.to_le_bytes())?;
+        for (t, file) in tables.iter().zip(&files) {
+            let head = [t.rows() as u64, t.dim() as u64, t.step(), u64::from(t.layout().code()), u64::from(file.is_some())];
+            match (file, t.resident_records()) {
+                (Some((slots, epoch)), _) => {
+                    let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + 16)?;
+                    for x in head.iter().chain([slots, epoch]) {
+                        s.put(&x.to_le_bytes())?;
+                    }
+                    s.finish()?;
+                }
+                (None, Some(records)) => {
+                    let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + records.len() as u64)?;
+                    for x in head {
+                        s.put(&x.to_le_bytes())?;
+                    }
+                    for chunk in records.chunks(WRITE_CHUNK_BYTES) {
+                        s.put(chunk)?;
+                    }
+                    s.finish()?;
+                }
+                (None, None) => unreachable!("a table is resident or file-backed"),
             }
-            let (m, v) = t.moments();
-            for xs in [t.weights(), m, v] {
-                s.put_f32s(xs)?;
-            }
-            s.finish()?;
         }
         write_section(out, TAG_END, &[])
     })?;
@@ -499,10 +521,6 @@ fn parse_hex(reader: &SectionReader, field: &str, s: &str) -> Result<u64, Checkp
     u64::from_str_radix(s, 16).map_err(|_| reader.corrupt(format!("META.{field} = {s:?} is not a hexadecimal u64")))
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-}
-
 /// The step and config of the checkpoint in `run_dir`, reading only the start of the file (the
 /// rest is verified by [`read`]).
 pub fn peek(run_dir: &Path) -> Result<Header, CheckpointError> {
@@ -520,23 +538,19 @@ pub fn read(run_dir: &Path) -> Result<Checkpoint, CheckpointError> {
     for i in 0..meta.tables {
         let payload = r.next(TAG_TABLE)?;
         let word = |k: usize| payload.get(8 * k..8 * k + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-        let (Some(rows), Some(dim), Some(step)) = (word(0), word(1), word(2)) else {
+        let (Some(rows), Some(dim), Some(step), Some(layout), Some(store)) = (word(0), word(1), word(2), word(3), word(4)) else {
             return Err(r.corrupt(format!("table {i}: section shorter than its header")));
         };
-        let n = rows.checked_mul(dim).and_then(|n| n.checked_mul(12)).and_then(|b| b.checked_add(TABLE_HEADER_BYTES));
-        if n != Some(payload.len() as u64) {
-            return Err(r.corrupt(format!("table {i}: {} bytes for {rows} × {dim} values", payload.len())));
-        }
-        let body = &payload[TABLE_HEADER_BYTES as usize..];
-        let third = body.len() / 3;
-        tables.push(TableState {
-            rows: rows as usize,
-            dim: dim as usize,
-            step,
-            weights: f32s(&body[..third]),
-            m: f32s(&body[third..2 * third]),
-            v: f32s(&body[2 * third..]),
-        });
+        let saved = match store {
+            0 => SavedTable::Resident(payload[TABLE_HEADER_BYTES as usize..].to_vec()),
+            1 => match (word(5), word(6), payload.len() as u64 == TABLE_HEADER_BYTES + 16) {
+                (Some(slots), Some(epoch), true) => SavedTable::File { slots, epoch },
+                _ => return Err(r.corrupt(format!("table {i}: a file-backed table's section must hold slots and epoch"))),
+            },
+            other => return Err(r.corrupt(format!("table {i}: unknown store {other}"))),
+        };
+        let layout = u32::try_from(layout).map_err(|_| r.corrupt(format!("table {i}: layout code {layout}")))?;
+        tables.push(TableState { rows: rows as usize, dim: dim as usize, step, layout, saved });
     }
     r.next(TAG_END)?;
     if r.left != 0 {
@@ -642,7 +656,8 @@ impl Checkpoint {
         Ok(optim)
     }
 
-    /// Restore every Engram table (weights, moments, step).
+    /// Restore every Engram table (weights, optimiser state, step): a resident table from the
+    /// checkpoint's records, a file-backed one by returning its file to the checkpoint's state.
     pub fn load_tables(&self, tables: &mut [&mut EngramTable]) -> Result<(), CheckpointError> {
         if tables.len() != self.tables.len() {
             return Err(self.incompatible(format!("{} Engram tables in the checkpoint, {} in the model", self.tables.len(), tables.len())));
@@ -651,7 +666,14 @@ impl Checkpoint {
             if (t.rows(), t.dim()) != (s.rows, s.dim) {
                 return Err(self.incompatible(format!("table {i} is {} × {} in the checkpoint, {} × {} in the model", s.rows, s.dim, t.rows(), t.dim())));
             }
-            t.set_state(s.weights.clone(), s.m.clone(), s.v.clone(), s.step).map_err(|e| self.incompatible(format!("table {i}: {e}")))?;
+            if u64::from(t.layout().code()) != u64::from(s.layout) {
+                return Err(self.incompatible(format!("table {i} has record layout {} in the checkpoint, {} in the model", s.layout, t.layout().code())));
+            }
+            let done = match &s.saved {
+                SavedTable::Resident(records) => t.restore_resident(s.step, records),
+                SavedTable::File { slots, epoch } => t.restore_file(s.step, *slots, *epoch),
+            };
+            done.map_err(|e| self.incompatible(format!("table {i}: {e}")))?;
         }
         Ok(())
     }

@@ -38,6 +38,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod layout;
+mod slab;
+
+pub use layout::{Init, RowLayout, TableOptimizer, WeightFormat};
+use layout::AdamCoeffs;
+
 /// Standard deviation of the demo's table initialisation (`nn.Embedding`'s default N(0, 1)).
 pub const DEMO_TABLE_INIT_STD: f32 = 1.0;
 
@@ -62,6 +68,17 @@ pub enum UpdateMode {
     Dense,
 }
 
+/// Where an Engram table's rows live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableStore {
+    /// Every row in memory, initialised at construction.
+    #[default]
+    Resident,
+    /// Rows in a memory-mapped file, created as they are first touched ([`EngramTable::open_file`]).
+    File,
+}
+
 /// Adam hyper-parameters of the tables.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +98,7 @@ impl Default for TableAdam {
 }
 
 /// Error of a table operation.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// A row id is not in the table.
     #[error("table row {row} is out of range: the table has {rows} rows")]
@@ -121,72 +138,82 @@ pub enum TableError {
         /// Values expected.
         expected: usize,
     },
+    /// Writing, reading or mapping a file-backed table failed (a full disk is reported here,
+    /// and the table is as before the call).
+    #[error(transparent)]
+    Io(#[from] crate::run_dir::IoError),
+    /// A table file is shorter than its table needs.
+    #[error("table file {} is truncated: {bytes} bytes, expected at least {expected}", path.display())]
+    FileTruncated {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its length.
+        bytes: u64,
+        /// The length the table needs.
+        expected: u64,
+    },
+    /// A table file (or its journal) does not belong to this table.
+    #[error("table file {} cannot be used: {reason}", path.display())]
+    FileMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// The operation needs the table in memory.
+    #[error("{what} needs a resident table (store = resident); this one is file-backed")]
+    NeedsResident {
+        /// The operation.
+        what: &'static str,
+    },
 }
 
-/// One Engram layer's table: `rows × dim` weights plus Adam moments, in host memory.
-///
-/// Weights and both moments are resident from construction (3 × rows × dim × 4 bytes): see
-/// `prefault` for why the moments' pages are touched up front.
-#[derive(Clone, Debug)]
-pub struct EngramTable {
-    rows: usize,
-    dim: usize,
-    weights: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    step: u64,
-}
-
-/// SplitMix64: a small, well-mixed generator used to initialise tables in parallel chunks
-/// with a result that does not depend on the number of threads.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fill `out` with N(0, std) values from a generator seeded by `(seed, chunk)` (Box–Muller).
-fn fill_normal(out: &mut [f32], seed: u64, chunk: u64, std: f32) {
-    let mut s = seed ^ chunk.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let mut i = 0;
-    while i < out.len() {
-        let u1 = ((splitmix64(&mut s) >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
-        let u2 = (splitmix64(&mut s) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (sin, cos) = (2.0 * std::f64::consts::PI * u2).sin_cos();
-        out[i] = (r * cos) as f32 * std;
-        if i + 1 < out.len() {
-            out[i + 1] = (r * sin) as f32 * std;
-        }
-        i += 2;
+/// Errors compare by their message (an I/O error's source has no equality of its own).
+impl PartialEq for TableError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
     }
 }
 
-/// Touch every page of a freshly allocated, zeroed buffer.
+/// Where a table's rows live.
+enum Store {
+    /// Every row's record in memory, at its row's position, materialised at construction.
+    Resident(Vec<u32>),
+    /// Rows in a memory-mapped file, in first-touch order ([`slab`]).
+    File(Box<slab::Slab>),
+}
+
+/// One Engram layer's table: `rows` rows of `dim` weights with their optimiser state.
 ///
-/// `vec![0.0; n]` is backed by untouched zero pages; the first write to each page then costs a
-/// page fault inside a training step. Sparse updates write rows spread over the whole table, so
-/// with a big table nearly every row of the first thousands of steps faults in two new pages
-/// (first and second moment) — measured: +17 % step time at 2^24 rows. Faulting them in at
-/// construction makes step time independent of the table size from the first step, at the
-/// memory cost Adam has anyway once every row has been seen (3 × the weights).
-fn prefault(buf: &mut [f32]) {
-    const PAGE_FLOATS: usize = 4096 / std::mem::size_of::<f32>();
-    let threads = crate::runtime::n_threads();
-    let chunk = buf.len().div_ceil(threads).max(PAGE_FLOATS);
-    std::thread::scope(|scope| {
-        for part in buf.chunks_mut(chunk) {
-            scope.spawn(move || {
-                for i in (0..part.len()).step_by(PAGE_FLOATS) {
-                    // A volatile write: the compiler cannot drop it as a store of a known zero.
-                    // SAFETY: `i < part.len()`, so the pointer is in bounds and aligned.
-                    unsafe { std::ptr::write_volatile(part.as_mut_ptr().add(i), 0.0) };
-                }
-            });
-        }
-    });
+/// Each row is one record ([`layout`]: row id, weights in f32 or bf16, Adam moments or one
+/// row-wise second moment). The resident store ([`EngramTable::new`],
+/// [`EngramTable::with_layout`]) keeps every record in memory; the file-backed one
+/// ([`EngramTable::open_file`]) keeps only the rows touched so far, in a memory-mapped file.
+/// Both give bit-identical results: a row's initial value is a pure function of the seed and
+/// the row ([`Init`]), computed when the row is first touched.
+pub struct EngramTable {
+    rows: usize,
+    layout: RowLayout,
+    init: Init,
+    store: Store,
+    step: u64,
+    /// Slots of the rows being updated and gathered (file-backed store), reused.
+    uslots: Vec<u32>,
+    nslots: Vec<u32>,
+}
+
+impl std::fmt::Debug for EngramTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngramTable")
+            .field("rows", &self.rows)
+            .field("layout", &self.layout)
+            .field("store", &match &self.store {
+                Store::Resident(_) => "resident".to_string(),
+                Store::File(s) => format!("file {}", s.path().display()),
+            })
+            .field("step", &self.step)
+            .finish()
+    }
 }
 
 /// `n` zeros for a table-sized buffer, backed by transparent huge pages where the kernel offers
@@ -196,14 +223,14 @@ fn prefault(buf: &mut [f32]) {
 /// nearly every one of them misses the TLB once the table spans gigabytes, with 2 MiB pages
 /// the translations of a few-GiB table fit in the TLB. The advice is given before the first
 /// write, so the pages are faulted in huge; where THP is off it is a no-op.
-fn table_buffer(n: usize) -> Vec<f32> {
-    let mut buf = vec![0.0f32; n];
+fn table_buffer(n: usize) -> Vec<u32> {
+    let mut buf = vec![0u32; n];
     advise_huge_pages(&mut buf);
     buf
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut [f32]) {
+fn advise_huge_pages(buf: &mut [u32]) {
     const HUGE: usize = 2 << 20;
     let start = buf.as_mut_ptr() as usize;
     let end = start + std::mem::size_of_val(buf);
@@ -220,73 +247,108 @@ fn advise_huge_pages(buf: &mut [f32]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_buf: &mut [f32]) {}
+fn advise_huge_pages(_buf: &mut [u32]) {}
 
-/// How many rows ahead [`EngramTable::gather`] and the sparse update prefetch: enough
-/// misses in flight to cover a DRAM (and TLB) miss while earlier rows are copied or updated.
+/// How many rows ahead the gather and the sparse update prefetch: enough misses in flight to
+/// cover a DRAM (and TLB) miss while earlier rows are copied or updated.
 const PREFETCH_AHEAD: usize = 16;
 
-/// Ask the CPU to start loading row `row` of `buf` (`dim` floats per row) into the cache.
-/// A hint only: no effect on results, a no-op off x86-64.
+/// Ask the CPU to start loading record `slot` (`rw` words per record from `base`) into the
+/// cache. A hint only: no effect on results, a no-op off x86-64.
 #[inline(always)]
-fn prefetch_row(buf: &[f32], row: usize, dim: usize) {
+fn prefetch_record(base: *const u32, slot: u32, rw: usize) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(span) = buf.get(row * dim..(row + 1) * dim) {
+    {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // A row may straddle two cache lines: touch its first and last element.
-        for p in [span.as_ptr(), span.as_ptr().wrapping_add(dim.saturating_sub(1))] {
-            // SAFETY: prefetching never faults and both pointers lie inside `span`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+        let start = base.wrapping_add(slot as usize * rw).cast::<u8>();
+        let mut at = 0;
+        while at < 4 * rw {
+            // SAFETY: prefetching never faults; the address is computed without dereferencing.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(at).cast()) };
+            at += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (buf, row, dim);
+    let _ = (base, slot, rw);
 }
 
+/// Slot of a row that has none (a file-backed row not touched yet): its value is computed.
+const NO_SLOT: u32 = u32::MAX;
 
-/// Hand the rows `rows` of `buf` (`dim` floats per row, `buf` starting at row `first_row`) to
-/// `put`, in order, prefetching [`PREFETCH_AHEAD`] rows ahead.
+/// Append the weights of rows `rows` (records `slots`, or the initial value where a slot is
+/// [`NO_SLOT`]) to `put`, in order.
+///
+/// # Safety
+/// Every slot other than [`NO_SLOT`] is a record of `layout` at `base` that nothing writes
+/// during the call.
 #[inline(always)]
-fn copy_rows(buf: &[f32], first_row: usize, dim: usize, rows: &[u32], mut put: impl FnMut(&[f32])) {
-    for (i, &r) in rows.iter().enumerate() {
-        if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
-            prefetch_row(buf, ahead as usize - first_row, dim);
+unsafe fn copy_rows(base: *const u32, layout: &RowLayout, init: &Init, rows: &[u32], slots: &[u32], out: &mut [f32]) {
+    let (rw, dim) = (layout.record_words(), layout.dim);
+    for (i, (&r, &s)) in rows.iter().zip(slots).enumerate() {
+        if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD).filter(|&&a| a != NO_SLOT) {
+            prefetch_record(base, ahead, rw);
         }
-        let r = r as usize - first_row;
-        put(&buf[r * dim..(r + 1) * dim]);
+        let dst = &mut out[i * dim..(i + 1) * dim];
+        if s == NO_SLOT {
+            layout.init_weights(r, init, dst);
+        } else {
+            // SAFETY: the caller's contract.
+            layout.read_weights(unsafe { std::slice::from_raw_parts(base.add(s as usize * rw), rw) }, dst);
+        }
     }
 }
 
-/// Rows per initialisation chunk (the unit that fixes the random stream).
-const INIT_CHUNK_ROWS: usize = 4096;
+simd_kernel! {
+    /// One optimiser step of the records `slots` (gradient rows `grads`), in that order.
+    /// Callers guarantee every slot is a distinct record at `base` that only this call
+    /// accesses while it runs.
+    fn update_slots(layout: &RowLayout, c: &AdamCoeffs, sr_seed: u64, base: *mut u32, slots: &[u32], grads: &[f32]) {
+        let (rw, dim) = (layout.record_words(), layout.dim);
+        for (i, &s) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
+                prefetch_record(base, ahead, rw);
+            }
+            // SAFETY: the caller's contract.
+            let rec = unsafe { std::slice::from_raw_parts_mut(base.add(s as usize * rw), rw) };
+            layout.update(c, rec, &grads[i * dim..(i + 1) * dim], sr_seed);
+        }
+    }
+}
 
 impl EngramTable {
-    /// A table of `rows × dim` values drawn from N(0, `std`), deterministic in `seed` (and
-    /// independent of the number of threads), with zero moments and step 0.
+    /// A resident table of `rows × dim` values drawn from N(0, `std`) (Adam, f32 weights),
+    /// deterministic in `seed` (and independent of the number of threads), with zero moments
+    /// and step 0.
     pub fn new(rows: usize, dim: usize, std: f32, seed: u64) -> Self {
-        let mut weights = table_buffer(rows * dim);
-        if std != 0.0 && !weights.is_empty() {
-            let chunk_len = INIT_CHUNK_ROWS * dim;
-            let chunks: Vec<(usize, &mut [f32])> = weights.chunks_mut(chunk_len).enumerate().collect();
-            let per_thread = chunks.len().div_ceil(crate::runtime::n_threads());
+        Self::with_layout(rows, RowLayout { dim, optimizer: TableOptimizer::Adam, weights: WeightFormat::F32 }, Init { seed, std })
+    }
+
+    /// A resident table of `rows` rows with the record layout `layout`, every row initialised
+    /// now (in parallel chunks; the values do not depend on the number of threads).
+    pub fn with_layout(rows: usize, layout: RowLayout, init: Init) -> Self {
+        let rw = layout.record_words();
+        let mut words = table_buffer(rows * rw);
+        if rows > 0 {
+            let per_thread = rows.div_ceil(crate::runtime::n_threads()).max(1);
             std::thread::scope(|scope| {
-                let mut chunks = chunks;
-                while !chunks.is_empty() {
-                    let rest = chunks.split_off(per_thread.min(chunks.len()));
-                    let mine = std::mem::replace(&mut chunks, rest);
+                for (t, part) in words.chunks_mut(per_thread * rw).enumerate() {
                     scope.spawn(move || {
-                        for (c, out) in mine {
-                            fill_normal(out, seed, c as u64, std);
+                        for (i, rec) in part.chunks_exact_mut(rw).enumerate() {
+                            layout.init_record((t * per_thread + i) as u32, &init, rec);
                         }
                     });
                 }
             });
         }
-        let mut m = table_buffer(rows * dim);
-        let mut v = table_buffer(rows * dim);
-        prefault(&mut m);
-        prefault(&mut v);
-        Self { rows, dim, weights, m, v, step: 0 }
+        Self { rows, layout, init, store: Store::Resident(words), step: 0, uslots: Vec::new(), nslots: Vec::new() }
+    }
+
+    /// A file-backed table at `path` ([`slab`]): `fresh` creates the file (replacing one that
+    /// is there); otherwise the file is opened for [`EngramTable::restore_file`], and refused
+    /// if its header names another table. No row costs memory or disk until it is touched.
+    pub fn open_file(path: &std::path::Path, rows: usize, layout: RowLayout, init: Init, fresh: bool) -> Result<Self, TableError> {
+        let slab = slab::Slab::open(path, rows, layout, &init, fresh)?;
+        Ok(Self { rows, layout, init, store: Store::File(Box::new(slab)), step: 0, uslots: Vec::new(), nslots: Vec::new() })
     }
 
     /// Number of rows.
@@ -296,7 +358,17 @@ impl EngramTable {
 
     /// Width of a row (`d_head`).
     pub fn dim(&self) -> usize {
-        self.dim
+        self.layout.dim
+    }
+
+    /// The record layout.
+    pub fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    /// The initialisation.
+    pub fn init(&self) -> Init {
+        self.init
     }
 
     /// Optimiser steps taken so far.
@@ -304,43 +376,36 @@ impl EngramTable {
         self.step
     }
 
-    /// Bytes of the weights alone (what inference needs).
+    /// Whether the rows live in a file.
+    pub fn is_file_backed(&self) -> bool {
+        matches!(self.store, Store::File(_))
+    }
+
+    /// Rows that hold a record: every row when resident, the rows touched so far when
+    /// file-backed.
+    pub fn materialised_rows(&self) -> usize {
+        match &self.store {
+            Store::Resident(_) => self.rows,
+            Store::File(s) => s.slots(),
+        }
+    }
+
+    /// Bytes of the records held (weights and optimiser state of [`Self::materialised_rows`]).
+    pub fn record_bytes(&self) -> u64 {
+        (self.materialised_rows() * self.layout.record_bytes()) as u64
+    }
+
+    /// Bytes a file-backed table occupies on disk (file and journal), 0 when resident.
+    pub fn disk_bytes(&self) -> u64 {
+        match &self.store {
+            Store::Resident(_) => 0,
+            Store::File(s) => s.disk_bytes(),
+        }
+    }
+
+    /// Bytes of the weights alone at 4 bytes per value (what inference needs in f32).
     pub fn weight_bytes(&self) -> usize {
-        self.weights.len() * std::mem::size_of::<f32>()
-    }
-
-    /// All weights, row-major `[rows, dim]`.
-    pub fn weights(&self) -> &[f32] {
-        &self.weights
-    }
-
-    /// Mutable weights, row-major `[rows, dim]` (e.g. to load pretrained values).
-    pub fn weights_mut(&mut self) -> &mut [f32] {
-        &mut self.weights
-    }
-
-    /// First and second Adam moments, row-major `[rows, dim]`.
-    pub fn moments(&self) -> (&[f32], &[f32]) {
-        (&self.m, &self.v)
-    }
-
-    /// Restore the full state (weights, moments, step), e.g. from a checkpoint.
-    pub fn set_state(&mut self, weights: Vec<f32>, m: Vec<f32>, v: Vec<f32>, step: u64) -> Result<(), TableError> {
-        let n = self.rows * self.dim;
-        for got in [weights.len(), m.len(), v.len()] {
-            if got != n {
-                return Err(TableError::DataShape { got, expected: n });
-            }
-        }
-        self.weights = weights;
-        self.m = m;
-        self.v = v;
-        for buf in [&mut self.weights, &mut self.m, &mut self.v] {
-            // Already written: the kernel may collapse them into huge pages later.
-            advise_huge_pages(buf);
-        }
-        self.step = step;
-        Ok(())
+        self.rows * self.layout.dim * std::mem::size_of::<f32>()
     }
 
     fn check_rows(&self, uniq: &[u32]) -> Result<(), TableError> {
@@ -350,16 +415,111 @@ impl EngramTable {
         }
     }
 
-    /// Copy the rows `uniq` into `out` (`[uniq.len(), dim]`, row-major), reusing its capacity.
-    pub fn gather(&self, uniq: &[u32], out: &mut Vec<f32>) -> Result<(), TableError> {
-        self.check_rows(uniq)?;
-        out.clear();
-        out.reserve(uniq.len() * self.dim);
-        copy_rows(&self.weights, 0, self.dim, uniq, |row| out.extend_from_slice(row));
+    /// Row `row`'s weights, widened to f32, into `out` (`dim` values).
+    pub fn row_weights(&self, row: u32, out: &mut [f32]) -> Result<(), TableError> {
+        self.check_rows(&[row])?;
+        let mut v = Vec::with_capacity(self.layout.dim);
+        self.gather(&[row], &mut v)?;
+        out.copy_from_slice(&v);
         Ok(())
     }
 
-    /// One row-sparse Adam step for the rows `uniq` (like [`EngramTable::adam_step`] in
+    /// Every row's weights (widened to f32) and optimiser state, row-major, materialising
+    /// nothing: untouched rows read as their initial value and a zero state. O(rows) — for
+    /// tests and small tables.
+    pub fn snapshot(&self) -> (Vec<f32>, Vec<f32>) {
+        let (dim, sw) = (self.layout.dim, self.layout.state_words());
+        let all: Vec<u32> = (0..self.rows as u32).collect();
+        let mut weights = Vec::new();
+        self.gather(&all, &mut weights).expect("every row is in range");
+        let mut state = vec![0f32; self.rows * sw];
+        let (base, rw) = (self.base() as *const u32, self.layout.record_words());
+        for r in 0..self.rows as u32 {
+            if let Some(s) = self.slot(r) {
+                // SAFETY: `s` is a record of this table; `&self` excludes writers.
+                let rec = unsafe { std::slice::from_raw_parts(base.add(s as usize * rw), rw) };
+                let st: &[f32] = bytemuck::cast_slice(&rec[1 + self.layout.weight_words()..]);
+                state[r as usize * sw..(r as usize + 1) * sw].copy_from_slice(st);
+            }
+        }
+        let _ = dim;
+        (weights, state)
+    }
+
+    fn base(&self) -> *mut u32 {
+        match &self.store {
+            Store::Resident(w) => w.as_ptr().cast_mut(),
+            Store::File(s) => s.base(),
+        }
+    }
+
+    fn slot(&self, row: u32) -> Option<u32> {
+        match &self.store {
+            Store::Resident(_) => Some(row),
+            Store::File(s) => s.slot(row),
+        }
+    }
+
+    /// Copy the rows `uniq` into `out` (`[uniq.len(), dim]`, row-major, f32), reusing its
+    /// capacity. Rows of a file-backed table not touched yet read as their initial value and
+    /// stay untouched.
+    pub fn gather(&self, uniq: &[u32], out: &mut Vec<f32>) -> Result<(), TableError> {
+        self.check_rows(uniq)?;
+        out.clear();
+        out.resize(uniq.len() * self.layout.dim, 0.0);
+        let slots: std::borrow::Cow<'_, [u32]> = match &self.store {
+            Store::Resident(_) => uniq.into(),
+            Store::File(s) => uniq.iter().map(|&r| s.slot(r).unwrap_or(NO_SLOT)).collect::<Vec<_>>().into(),
+        };
+        // SAFETY: every slot is a record of this table or NO_SLOT; `&self` excludes writers.
+        unsafe { copy_rows(self.base(), &self.layout, &self.init, uniq, &slots, out) };
+        Ok(())
+    }
+
+    /// Make the rows `rows` ready for a step: a file-backed table gives the untouched ones a
+    /// record (their initial value) and reads the others' pages back into memory if they were
+    /// evicted, so the step that updates them neither computes an initial value nor waits for
+    /// the disk. Nothing changes in the table's values. A no-op when resident.
+    pub fn prefetch(&mut self, rows: &[u32]) -> Result<(), TableError> {
+        self.check_rows(rows)?;
+        if let Store::File(s) = &mut self.store {
+            s.materialise(rows, &self.init)?;
+            self.nslots.clear();
+            self.nslots.extend(rows.iter().map(|&r| s.slot(r).expect("materialised above")));
+            s.touch(&self.nslots);
+        }
+        Ok(())
+    }
+
+    /// Advance the step counter and return the coefficients of the new step.
+    fn next_coeffs(&mut self, lr: f32, adam: &TableAdam) -> AdamCoeffs {
+        self.step += 1;
+        let t = self.step as i32;
+        AdamCoeffs {
+            lr,
+            b1: adam.beta1,
+            b2: adam.beta2,
+            eps: adam.eps,
+            bc1: 1.0 - adam.beta1.powi(t),
+            bc2: 1.0 - adam.beta2.powi(t),
+            step: self.step,
+        }
+    }
+
+    /// Give the rows `uniq` records (file-backed: materialise and journal them) and put their
+    /// slots in `self.uslots`; `next`'s into `self.nslots` (materialised too).
+    fn ready_slots(&mut self, uniq: &[u32], next: &[u32]) -> Result<(), TableError> {
+        let Store::File(s) = &mut self.store else { return Ok(()) };
+        s.materialise(uniq, &self.init)?;
+        s.materialise(next, &self.init)?;
+        self.uslots.clear();
+        self.uslots.extend(uniq.iter().map(|&r| s.slot(r).expect("materialised above")));
+        self.nslots.clear();
+        self.nslots.extend(next.iter().map(|&r| s.slot(r).expect("materialised above")));
+        s.journal(&self.uslots)
+    }
+
+    /// One row-sparse optimiser step for the rows `uniq` (like [`EngramTable::adam_step`] in
     /// [`UpdateMode::Sparse`]), then a copy of the rows `next` into `out` (like
     /// [`EngramTable::gather`]) — split into [`TableBlock`]s that any threads may run, in any
     /// order, with a bit-identical result.
@@ -368,7 +528,8 @@ impl EngramTable {
     /// the rows of `next` in its range into their place in `out`. The ranges tile the table, so
     /// every row is updated before it is copied. About `block_rows` rows of `uniq` per block.
     /// The step counter advances here, once. Both lists must be strictly ascending (the
-    /// batcher's unique-row pass gives them so); on any error nothing has changed.
+    /// batcher's unique-row pass gives them so); on any error the table's values and step are
+    /// unchanged.
     ///
     /// ```
     /// use engram::table::{EngramTable, TableAdam};
@@ -403,76 +564,72 @@ impl EngramTable {
                 return Err(TableError::RowsNotAscending { what, prev: w[0], row: w[1] });
             }
         }
-        let dim = self.dim;
+        let dim = self.layout.dim;
         if grads.len() != uniq.len() * dim {
             return Err(TableError::GradShape { got: grads.len(), expected: uniq.len() * dim, uniq: uniq.len(), dim });
         }
+        self.ready_slots(uniq, next)?;
         let c = self.next_coeffs(lr, adam);
         out.clear();
         out.resize(next.len() * dim, 0.0);
+        let base = self.base();
+        let this: &'a EngramTable = self;
+        let (uslots, nslots): (&'a [u32], &'a [u32]) = match &this.store {
+            Store::Resident(_) => (uniq, next),
+            Store::File(_) => (&this.uslots, &this.nslots),
+        };
+        let (layout, init) = (this.layout, this.init);
         let block_rows = block_rows.max(1);
-        let chunks: Vec<&[u32]> = if uniq.is_empty() { vec![uniq] } else { uniq.chunks(block_rows).collect() };
-        let n = chunks.len();
-        let (mut w, mut m, mut v) = (&mut self.weights[..], &mut self.m[..], &mut self.v[..]);
-        let (mut out, mut next, mut grads) = (&mut out[..], next, grads);
+        let n = if uniq.is_empty() { 1 } else { uniq.len().div_ceil(block_rows) };
+        let (mut out, mut next, mut nslots) = (&mut out[..], next, nslots);
         let mut blocks = Vec::with_capacity(n);
-        let mut lo = 0usize;
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let hi = if i + 1 == n { self.rows } else { uniq[(i + 1) * block_rows] as usize };
-            let take = (hi - lo) * dim;
-            let (bw, rest) = std::mem::take(&mut w).split_at_mut(take);
-            w = rest;
-            let (bm, rest) = std::mem::take(&mut m).split_at_mut(take);
-            m = rest;
-            let (bv, rest) = std::mem::take(&mut v).split_at_mut(take);
-            v = rest;
-            let (bg, rest) = grads.split_at(chunk.len() * dim);
-            grads = rest;
-            let k = next.partition_point(|&r| (r as usize) < hi);
+        for i in 0..n {
+            let lo = (i * block_rows).min(uniq.len());
+            let hi = ((i + 1) * block_rows).min(uniq.len());
+            let end_row = if i + 1 == n { usize::MAX } else { uniq[hi] as usize };
+            let k = next.partition_point(|&r| (r as usize) < end_row);
             let (bn, rest) = next.split_at(k);
             next = rest;
+            let (bs, rest) = nslots.split_at(k);
+            nslots = rest;
             let (bo, rest) = std::mem::take(&mut out).split_at_mut(k * dim);
             out = rest;
-            blocks.push(TableBlock { c, dim, first_row: lo, uniq: chunk, grads: bg, weights: bw, m: bm, v: bv, next: bn, out: bo });
-            lo = hi;
+            blocks.push(TableBlock {
+                c,
+                layout,
+                init,
+                base,
+                uslots: &uslots[lo..hi],
+                grads: &grads[lo * dim..hi * dim],
+                next: bn,
+                nslots: bs,
+                out: bo,
+                _table: std::marker::PhantomData,
+            });
         }
         Ok(blocks)
     }
 
-    /// Advance the step counter and return the Adam coefficients of the new step.
-    fn next_coeffs(&mut self, lr: f32, adam: &TableAdam) -> AdamCoeffs {
-        self.step += 1;
-        let t = self.step as i32;
-        AdamCoeffs {
-            lr,
-            b1: adam.beta1,
-            b2: adam.beta2,
-            eps: adam.eps,
-            bc1: 1.0 - adam.beta1.powi(t),
-            bc2: 1.0 - adam.beta2.powi(t),
-        }
-    }
-
-    /// One Adam step at learning rate `lr` with gradient `grads` (`[uniq.len(), dim]`) for the
-    /// distinct rows `uniq`. See the module docs for the lazy semantics of [`UpdateMode::Sparse`].
-    /// `uniq` must not repeat a row (the batcher's unique-row pass guarantees it).
-    pub fn adam_step(
-        &mut self,
-        uniq: &[u32],
-        grads: &[f32],
-        lr: f32,
-        adam: &TableAdam,
-        mode: UpdateMode,
-    ) -> Result<(), TableError> {
+    /// One optimiser step at learning rate `lr` with gradient `grads` (`[uniq.len(), dim]`) for
+    /// the distinct rows `uniq`. See the module docs for the lazy semantics of
+    /// [`UpdateMode::Sparse`]. `uniq` must not repeat a row (the batcher's unique-row pass
+    /// guarantees it). [`UpdateMode::Dense`] needs a resident table.
+    pub fn adam_step(&mut self, uniq: &[u32], grads: &[f32], lr: f32, adam: &TableAdam, mode: UpdateMode) -> Result<(), TableError> {
         self.check_rows(uniq)?;
-        let dim = self.dim;
+        let dim = self.layout.dim;
         if grads.len() != uniq.len() * dim {
             return Err(TableError::GradShape { got: grads.len(), expected: uniq.len() * dim, uniq: uniq.len(), dim });
         }
+        if mode == UpdateMode::Dense && self.is_file_backed() {
+            return Err(TableError::NeedsResident { what: "the dense update" });
+        }
+        self.ready_slots(uniq, &[])?;
         let c = self.next_coeffs(lr, adam);
-        match mode {
-            UpdateMode::Sparse => sparse_update(&c, uniq, grads, dim, 0, &mut self.weights, &mut self.m, &mut self.v),
-            UpdateMode::Dense => {
+        let (layout, sr, base) = (self.layout, self.init.seed, self.base());
+        match (mode, &mut self.store) {
+            (UpdateMode::Sparse, Store::Resident(_)) => update_slots(&layout, &c, sr, base, uniq, grads),
+            (UpdateMode::Sparse, Store::File(_)) => update_slots(&layout, &c, sr, base, &self.uslots, grads),
+            (UpdateMode::Dense, Store::Resident(words)) => {
                 // Scatter the sparse gradient into a dense one (rows not looked up get zeros),
                 // then update every row: the O(rows) baseline.
                 let mut dense = vec![0.0f32; self.rows * dim];
@@ -480,89 +637,104 @@ impl EngramTable {
                     let r = r as usize;
                     dense[r * dim..(r + 1) * dim].copy_from_slice(&grads[i * dim..(i + 1) * dim]);
                 }
-                let threads = crate::runtime::n_threads();
-                let chunk = (self.rows.div_ceil(threads)).max(1) * dim;
+                let rw = layout.record_words();
+                let per = self.rows.div_ceil(crate::runtime::n_threads()).max(1);
                 std::thread::scope(|scope| {
-                    for (((w, m), v), g) in self
-                        .weights
-                        .chunks_mut(chunk)
-                        .zip(self.m.chunks_mut(chunk))
-                        .zip(self.v.chunks_mut(chunk))
-                        .zip(dense.chunks(chunk))
-                    {
-                        scope.spawn(move || c.update(w, m, v, g));
+                    for (recs, g) in words.chunks_mut(per * rw).zip(dense.chunks(per * dim)) {
+                        scope.spawn(move || {
+                            for (rec, g) in recs.chunks_exact_mut(rw).zip(g.chunks_exact(dim)) {
+                                layout.update(&c, rec, g, sr);
+                            }
+                        });
                     }
                 });
             }
+            (UpdateMode::Dense, Store::File(_)) => unreachable!("refused above"),
         }
+        Ok(())
+    }
+
+    /// The resident records, for a checkpoint (`None` when file-backed).
+    pub fn resident_records(&self) -> Option<&[u8]> {
+        match &self.store {
+            Store::Resident(w) => Some(bytemuck::cast_slice(w)),
+            Store::File(_) => None,
+        }
+    }
+
+    /// Restore a resident table's step and records (as [`Self::resident_records`] gave them).
+    pub fn restore_resident(&mut self, step: u64, records: &[u8]) -> Result<(), TableError> {
+        let Store::Resident(words) = &mut self.store else { return Err(TableError::NeedsResident { what: "restoring resident records" }) };
+        let expected = words.len() * 4;
+        if records.len() != expected {
+            return Err(TableError::DataShape { got: records.len(), expected });
+        }
+        bytemuck::cast_slice_mut::<u32, u8>(words).copy_from_slice(records);
+        self.step = step;
+        Ok(())
+    }
+
+    /// A file-backed table's state for a checkpoint: (slots in use, epoch), after writing every
+    /// modified page to the file; `None` when resident. Call [`Self::checkpoint_written`] once
+    /// the checkpoint is in place.
+    pub fn file_checkpoint(&self) -> Result<Option<(u64, u64)>, TableError> {
+        match &self.store {
+            Store::Resident(_) => Ok(None),
+            Store::File(s) => {
+                s.flush()?;
+                Ok(Some((s.slots() as u64, s.next_epoch())))
+            }
+        }
+    }
+
+    /// The checkpoint that [`Self::file_checkpoint`] described is in place: a file-backed table
+    /// starts journaling against it. A no-op when resident.
+    pub fn checkpoint_written(&mut self) -> Result<(), TableError> {
+        match &mut self.store {
+            Store::Resident(_) => Ok(()),
+            Store::File(s) => s.committed_now(),
+        }
+    }
+
+    /// Return a file-backed table to the checkpoint's state: `slots` rows touched, journal
+    /// epoch `epoch`, `step` optimiser steps (undoing the changes made after it).
+    pub fn restore_file(&mut self, step: u64, slots: u64, epoch: u64) -> Result<(), TableError> {
+        let Store::File(s) = &mut self.store else {
+            return Err(TableError::FileMismatch { path: "(resident table)".into(), reason: "the checkpoint describes a file-backed table".into() });
+        };
+        s.restore(slots as usize, epoch)?;
+        self.step = step;
         Ok(())
     }
 }
 
 /// Part of one [`EngramTable::update_then_gather`]: the rows of one range of the table to
-/// update, then to copy out. Blocks of one call touch disjoint memory.
+/// update, then to copy out. Blocks of one call touch disjoint records.
 pub struct TableBlock<'a> {
     c: AdamCoeffs,
-    dim: usize,
-    /// First row of the range; `weights`, `m` and `v` start there.
-    first_row: usize,
-    uniq: &'a [u32],
+    layout: RowLayout,
+    init: Init,
+    base: *mut u32,
+    uslots: &'a [u32],
     grads: &'a [f32],
-    weights: &'a mut [f32],
-    m: &'a mut [f32],
-    v: &'a mut [f32],
     next: &'a [u32],
+    nslots: &'a [u32],
     out: &'a mut [f32],
+    _table: std::marker::PhantomData<&'a mut [u32]>,
 }
+
+// SAFETY: a block accesses only the records of the rows in its own range (distinct rows have
+// distinct slots), through `base`, while the table stays mutably borrowed for `'a`; no two
+// blocks of a call share a record.
+unsafe impl Send for TableBlock<'_> {}
 
 impl TableBlock<'_> {
     /// Update this range's rows, then copy its gathered rows out.
     pub fn run(self) {
-        let Self { c, dim, first_row, uniq, grads, weights, m, v, next, out } = self;
-        sparse_update(&c, uniq, grads, dim, first_row, weights, m, v);
-        let mut dst = out.chunks_exact_mut(dim);
-        copy_rows(weights, first_row, dim, next, |row| dst.next().expect("`out` holds a row per gathered id").copy_from_slice(row));
-    }
-}
-
-#[derive(Clone, Copy)]
-struct AdamCoeffs {
-    lr: f32,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    bc1: f32,
-    bc2: f32,
-}
-
-simd_kernel! {
-    /// The lazy Adam update of rows `uniq` (gradient rows `grads`), in that order; `weights`,
-    /// `m` and `v` start at row `first_row`.
-    #[allow(clippy::too_many_arguments)]
-    fn sparse_update(c: &AdamCoeffs, uniq: &[u32], grads: &[f32], dim: usize, first_row: usize, weights: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-        for (i, &r) in uniq.iter().enumerate() {
-            if let Some(&ahead) = uniq.get(i + PREFETCH_AHEAD) {
-                for buf in [&*weights, &*m, &*v] {
-                    prefetch_row(buf, ahead as usize - first_row, dim);
-                }
-            }
-            let r = r as usize - first_row;
-            let span = r * dim..(r + 1) * dim;
-            c.update(&mut weights[span.clone()], &mut m[span.clone()], &mut v[span], &grads[i * dim..(i + 1) * dim]);
-        }
-    }
-}
-
-impl AdamCoeffs {
-    #[inline(always)]
-    fn update(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-        for (((w, m), v), &g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-            *m = self.b1 * *m + (1.0 - self.b1) * g;
-            *v = self.b2 * *v + (1.0 - self.b2) * g * g;
-            let mhat = *m / self.bc1;
-            let vhat = *v / self.bc2;
-            *w -= self.lr * mhat / (vhat.sqrt() + self.eps);
-        }
+        let Self { c, layout, init, base, uslots, grads, next, nslots, out, .. } = self;
+        update_slots(&layout, &c, init.seed, base, uslots, grads);
+        // SAFETY: the rows of `next` in this range are records only this block accesses.
+        unsafe { copy_rows(base, &layout, &init, next, nslots, out) };
     }
 }
 

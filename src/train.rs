@@ -24,7 +24,7 @@ use burn::tensor::Device;
 pub use error::TrainError;
 pub use evaluate::evaluate;
 pub use outcome::{DataStats, RunOptions, RunResult};
-pub use step::engram_hashing;
+pub use step::{engram_hashing, table_file, TABLE_DIR};
 
 use crate::checkpoint::{self, Progress};
 use crate::config::ExperimentConfig;
@@ -74,7 +74,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     let mut model = cfg.model.init(&train_device);
     let hashing = engram_hashing(&cfg.model, data)?;
     let table_rows: Vec<usize> = hashing.as_ref().map(|h| h.table_rows()).unwrap_or_default();
-    let mut hosts = step::engram_hosts(&cfg.model, hashing.as_ref(), tc.seed)?;
+    let mut hosts = step::engram_hosts(&cfg.model, hashing.as_ref(), tc.seed, out_dir, resume_from.is_some())?;
     let run_cost = cost(&cfg.model, tc.seq_len, &table_rows.iter().map(|&r| r as u64).collect::<Vec<_>>());
     let mut batcher = Batcher::new(tc.batch_size, tc.seq_len, hashing);
     let mut optim = AdamWConfig::new()
@@ -225,6 +225,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 rows: curve.clone(),
             };
             checkpoint::write(out_dir, cfg, data_fingerprint, &state, &model, &optim, &hosts.iter().map(EngramHost::table).collect::<Vec<_>>())?;
+            for h in &mut hosts {
+                h.table_mut().checkpoint_written()?;
+            }
         }
     }
     let _final_turn = opts.turns.as_deref().map(Turn::hold);

@@ -153,13 +153,15 @@ fn interrupted_run(dir: &Path) -> PathBuf {
     run
 }
 
-#[test]
-fn a_run_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
-    let dir = scratch("sigkill");
+/// A 300-step run (checkpoints every 10 steps) killed with SIGKILL after its checkpoint at
+/// step 50 or later, then resumed, equals the same run uninterrupted: metrics, final losses.
+fn sigkill_then_resume_equals_uninterrupted(name: &str, edit: impl Fn(&mut Value)) {
+    let dir = scratch(name);
     let cfg = config_file(&dir, "long", |v| {
         v["train"]["steps"] = 300.into();
         v["train"]["eval_every"] = 40.into();
         v["train"]["checkpoint_every"] = 10.into();
+        edit(v);
     });
     let (a, b) = (dir.join("a"), dir.join("b"));
     assert_ok(&train(&cfg, &b, &[]));
@@ -190,6 +192,107 @@ fn a_run_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
     assert_eq!(ma, mb, "metrics differ (resumed at step {k})");
     assert_eq!(final_loss_bits(&a), final_loss_bits(&b));
     assert_eq!(checkpoint::peek(&a).unwrap().step, 300);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
+    sigkill_then_resume_equals_uninterrupted("sigkill", |_| {});
+}
+
+/// With a file-backed table the checkpoint holds no rows: resuming undoes the changes made
+/// after it from the table file's journal.
+#[test]
+fn a_run_with_a_file_backed_table_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
+    sigkill_then_resume_equals_uninterrupted("sigkill-file", |v| v["model"]["engram"]["table_store"] = "file".into());
+}
+
+#[test]
+fn file_backed_and_resident_tables_train_bit_identically() {
+    let dir = scratch("stores");
+    for (optimizer, weights) in [("adam", "f32"), ("row-wise", "f32"), ("row-wise", "bf16")] {
+        let mut runs = Vec::new();
+        for store in ["resident", "file"] {
+            let cfg = config_file(&dir, &format!("{store}-{optimizer}-{weights}"), |v| {
+                let e = &mut v["model"]["engram"];
+                e["table_store"] = store.into();
+                e["table_optimizer"] = optimizer.into();
+                e["table_weights"] = weights.into();
+            });
+            let run = dir.join(format!("{store}-{optimizer}-{weights}"));
+            assert_ok(&train(&cfg, &run, &[]));
+            runs.push(run);
+        }
+        assert!(runs[1].join("tables/table-0.slab").is_file(), "the file-backed run kept its table in the run directory");
+        assert_eq!(metrics_without_timing(&runs[0]), metrics_without_timing(&runs[1]), "{optimizer}/{weights}");
+        assert_eq!(final_loss_bits(&runs[0]), final_loss_bits(&runs[1]), "{optimizer}/{weights}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_truncated_or_foreign_table_file_is_refused_on_resume() {
+    let dir = scratch("table-file");
+    let cfg = config_file(&dir, "file", |v| v["model"]["engram"]["table_store"] = "file".into());
+    let run = dir.join("run");
+    assert_ok(&train(&cfg, &run, &[]));
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let table = run.join("tables/table-0.slab");
+    let good = std::fs::read(&table).unwrap();
+
+    // Cut the file inside its rows.
+    std::fs::write(&table, &good[..good.len() - 100]).unwrap();
+    let line = assert_error(&resume(&run), &["truncated", "table-0.slab"]);
+    assert!(line.contains(&format!("{} bytes", good.len() - 100)), "{line}");
+
+    // A table file of another table: the header's row count differs.
+    let mut other = good.clone();
+    other[12] ^= 1;
+    std::fs::write(&table, &other).unwrap();
+    assert_error(&resume(&run), &["table-0.slab", "belongs to another table", "rows"]);
+
+    // The original file resumes (nothing left to train: the run just finishes).
+    std::fs::write(&table, &good).unwrap();
+    assert_ok(&resume(&run));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A table file that cannot grow (here the file-size limit, `ulimit -f`, which fails the
+/// write the way a full disk does) stops the run with an error naming the file; the last
+/// checkpoint stays usable and, once the file can grow, the resumed run equals one never
+/// interrupted.
+#[test]
+fn a_table_file_that_cannot_grow_is_a_clear_error_and_the_last_checkpoint_resumes() {
+    let dir = scratch("table-full");
+    let cfg = config_file(&dir, "file", |v| {
+        v["model"]["engram"]["table_store"] = "file".into();
+        v["train"]["steps"] = 200.into();
+        v["train"]["eval_every"] = 50.into();
+        v["train"]["checkpoint_every"] = 10.into();
+        v["model"]["engram"]["table_dir"] = dir.join("tables").to_string_lossy().into_owned().into();
+    });
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    // The uninterrupted run, with its own table directory.
+    let cfg_b = dir.join("b.json");
+    let mut vb: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    vb["model"]["engram"]["table_dir"] = dir.join("tables-b").to_string_lossy().into_owned().into();
+    std::fs::write(&cfg_b, serde_json::to_string(&vb).unwrap()).unwrap();
+    assert_ok(&train(&cfg_b, &b, &[]));
+    let full = std::fs::metadata(dir.join("tables-b/table-0.slab")).unwrap().len();
+
+    // Limit every file of the process to just under the table's final size (in 1 KiB blocks),
+    // so the table hits it late in the run, after checkpoints; the signal the limit raises is
+    // ignored, so the write fails with an error instead.
+    let script = format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" train --no-progress --config \"$1\" --out \"$2\"", full / 1024 - 1);
+    let out = Command::new("bash").args(["-c", &script, env!("CARGO_BIN_EXE_engram"), cfg.to_str().unwrap(), a.to_str().unwrap()]).output().unwrap();
+    let line = assert_error(&out, &["table-0.slab"]);
+    assert!(line.contains("File too large") || line.contains("No space"), "{line}");
+    let k = checkpoint::peek(&a).expect("the last good checkpoint is there").step;
+    assert!(k > 0 && k < 200, "checkpoint at step {k}");
+    let out = resume(&a);
+    assert_ok(&out);
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b), "resumed at step {k}");
+    assert_eq!(final_loss_bits(&a), final_loss_bits(&b));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -83,7 +83,7 @@ fn overlapping_the_table_update_and_next_batch_with_the_optimiser_changes_no_bit
         }
         let bits = |(r, ck): &(RunResult, checkpoint::Checkpoint)| {
             let curve: Vec<_> = r.curve.iter().map(|row| (row.step, row.train_loss.to_bits(), row.val_loss.to_bits(), row.val_bpb.to_bits())).collect();
-            let tables: Vec<_> = ck.tables.iter().map(|t| (t.step, t.weights.iter().chain(&t.m).chain(&t.v).map(|x| x.to_bits()).collect::<Vec<_>>())).collect();
+            let tables: Vec<_> = ck.tables.iter().map(|t| (t.step, t.saved.clone())).collect();
             // The backbone is compared through its losses: the checkpoint's module record also
             // holds parameter ids, which differ from run to run.
             (curve, r.val_loss.to_bits(), r.val_loss_memory_off.map(f32::to_bits), ck.progress.rng.clone(), tables)

@@ -213,6 +213,7 @@ impl HashedEngramConfig {
             table_init_std: self.table_init_std,
             update: self.update,
             table_adam: self.table_adam,
+            ..EngramConfig::default()
         }
     }
 

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::hashing::HashConfig;
-use crate::table::{TableAdam, UpdateMode, DEFAULT_TABLE_INIT_STD};
+use crate::table::{TableAdam, TableOptimizer, TableStore, UpdateMode, WeightFormat, DEFAULT_TABLE_INIT_STD};
 use crate::ops::{self, linear_tokens, rms_norm_module};
 
 /// Lower clamp of `|s|` before the square root of the gate score (\[D\]: `clamp_min(1e-6)`).
@@ -80,6 +80,15 @@ pub struct EngramConfig {
     pub update: UpdateMode,
     /// Adam hyper-parameters of the tables.
     pub table_adam: TableAdam,
+    /// Where the tables' rows live: in memory, or in memory-mapped files (one per layer).
+    pub table_store: TableStore,
+    /// Directory of the table files with `table_store = file` (default: `tables/` inside the
+    /// run directory).
+    pub table_dir: Option<String>,
+    /// Optimiser state per row: Adam's two moments per value, or one row-wise second moment.
+    pub table_optimizer: TableOptimizer,
+    /// Weight storage: f32, or bf16 (no f32 master copy, stochastic rounding).
+    pub table_weights: WeightFormat,
 }
 
 impl Default for EngramConfig {
@@ -101,6 +110,10 @@ impl Default for EngramConfig {
             table_init_std: DEFAULT_TABLE_INIT_STD,
             update: UpdateMode::Sparse,
             table_adam: TableAdam::default(),
+            table_store: TableStore::Resident,
+            table_dir: None,
+            table_optimizer: TableOptimizer::Adam,
+            table_weights: WeightFormat::F32,
         }
     }
 }
@@ -194,6 +207,20 @@ impl EngramConfig {
         let a = &self.table_adam;
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) || !a.eps.is_finite() || a.eps <= 0.0 {
             return Err(E::new("engram.table_adam", format!("{a:?}"), "0 <= beta1, beta2 < 1 and eps > 0"));
+        }
+        if self.table_store == TableStore::File && self.update == UpdateMode::Dense {
+            return Err(E::new("engram.update", "dense", "sparse with table_store = file (the dense update touches every row)"));
+        }
+        if let Some(dir) = &self.table_dir {
+            if self.table_store != TableStore::File {
+                return Err(E::new("engram.table_dir", dir, "unset unless table_store = file"));
+            }
+            if dir.is_empty() {
+                return Err(E::new("engram.table_dir", "\"\"", "a directory path"));
+            }
+        }
+        if self.table_weights == WeightFormat::Bf16 && self.d_head > crate::table::layout::MAX_BF16_DIM {
+            return Err(E::new("engram.d_head", self.d_head, format!("<= {} with table_weights = bf16", crate::table::layout::MAX_BF16_DIM)));
         }
         Ok(())
     }

@@ -1,6 +1,39 @@
 //! Tests of the host tables: initialisation, gathers, blocked updates, lazy (sparse) against dense Adam, and errors.
 
 use super::*;
+use layout::INIT_CHUNK_ROWS;
+
+/// Test views of a table: its weights `[rows, dim]` and (Adam) moments `[rows, dim]` each,
+/// read through [`EngramTable::snapshot`].
+impl EngramTable {
+    pub(crate) fn weights(&self) -> Vec<f32> {
+        self.snapshot().0
+    }
+
+    pub(crate) fn moments(&self) -> (Vec<f32>, Vec<f32>) {
+        let dim = self.dim();
+        let state = self.snapshot().1;
+        assert_eq!(self.layout().optimizer, TableOptimizer::Adam, "moments of an Adam table");
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for row in state.chunks_exact(2 * dim) {
+            m.extend_from_slice(&row[..dim]);
+            v.extend_from_slice(&row[dim..]);
+        }
+        (m, v)
+    }
+
+    /// A resident copy (same records and step).
+    pub(crate) fn clone_resident(&self) -> Self {
+        let mut t = Self::with_layout(self.rows, self.layout, self.init);
+        t.restore_resident(self.step, self.resident_records().expect("a resident table")).unwrap();
+        t
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    layout::mix64(*state)
+}
 
 fn grads_for(uniq: &[u32], dim: usize, salt: f32) -> Vec<f32> {
     uniq.iter()
@@ -13,10 +46,12 @@ fn init_is_deterministic_and_thread_independent() {
     let a = EngramTable::new(10_000, 8, 1.0, 7);
     let b = EngramTable::new(10_000, 8, 1.0, 7);
     assert_eq!(a.weights(), b.weights());
-    // Chunked generation: one chunk computed alone equals the same chunk of the table.
-    let mut chunk = vec![0.0f32; INIT_CHUNK_ROWS * 8];
-    fill_normal(&mut chunk, 7, 1, 1.0);
-    assert_eq!(&a.weights()[INIT_CHUNK_ROWS * 8..2 * INIT_CHUNK_ROWS * 8], &chunk[..]);
+    // Each row is a pure function of (seed, row): rows computed alone equal the table's.
+    let mut row = vec![0.0f32; 8];
+    for r in [0, INIT_CHUNK_ROWS - 1, INIT_CHUNK_ROWS, 9_999] {
+        Init { seed: 7, std: 1.0 }.row(r, &mut row);
+        assert_eq!(&a.weights()[r * 8..(r + 1) * 8], &row[..]);
+    }
     let c = EngramTable::new(10_000, 8, 1.0, 8);
     assert_ne!(a.weights(), c.weights());
 }
@@ -54,7 +89,7 @@ fn blocked_update_then_gather_equals_adam_step_then_gather_in_any_order() {
     let adam = TableAdam::default();
     for (block_rows, seed) in [(1, 1), (7, 2), (64, 3), (100_000, 4)] {
         let mut blocked = EngramTable::new(rows, dim, 1.0, seed);
-        let mut plain = blocked.clone();
+        let mut plain = blocked.clone_resident();
         for step in 0..3u64 {
             let uniq = some_rows(rows as u32, 20, seed * 10 + step);
             let next = some_rows(rows as u32, 20, seed * 10 + step + 100);
@@ -87,7 +122,7 @@ fn blocked_update_then_gather_equals_adam_step_then_gather_in_any_order() {
 #[test]
 fn update_then_gather_with_no_update_or_no_gather() {
     let mut t = EngramTable::new(50, 3, 1.0, 4);
-    let before = t.clone();
+    let before = t.clone_resident();
     let mut out = Vec::new();
     for block in t.update_then_gather(&[], &[], 1e-2, &TableAdam::default(), &[0, 49], &mut out, 8).unwrap() {
         block.run();
@@ -106,7 +141,7 @@ fn update_then_gather_with_no_update_or_no_gather() {
 #[test]
 fn update_then_gather_rejects_bad_input_and_changes_nothing() {
     let mut t = EngramTable::new(100, 2, 1.0, 3);
-    let before = t.clone();
+    let before = t.clone_resident();
     let adam = TableAdam::default();
     let mut out = vec![1.0];
     let g2 = vec![0.5; 4];
@@ -130,7 +165,7 @@ fn update_then_gather_rejects_bad_input_and_changes_nothing() {
 fn sparse_equals_dense_when_every_row_is_touched_every_step() {
     let (rows, dim) = (64, 8);
     let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
-    let mut dense = sparse.clone();
+    let mut dense = sparse.clone_resident();
     let all: Vec<u32> = (0..rows as u32).collect();
     for step in 0..5 {
         let g = grads_for(&all, dim, step as f32);
@@ -145,7 +180,7 @@ fn sparse_equals_dense_when_every_row_is_touched_every_step() {
 fn sparse_equals_dense_on_the_first_step() {
     let (rows, dim) = (1000, 4);
     let mut sparse = EngramTable::new(rows, dim, 1.0, 5);
-    let mut dense = sparse.clone();
+    let mut dense = sparse.clone_resident();
     let uniq = [2u32, 17, 500, 999];
     let g = grads_for(&uniq, dim, 0.0);
     sparse.adam_step(&uniq, &g, 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
@@ -158,7 +193,7 @@ fn sparse_equals_dense_on_the_first_step() {
 fn rows_not_looked_up_stay_bit_identical() {
     let (rows, dim) = (500, 8);
     let mut t = EngramTable::new(rows, dim, 1.0, 9);
-    let before = t.clone();
+    let before = t.clone_resident();
     let touched = [[1u32, 5, 9], [5, 10, 11], [1, 2, 3]];
     for (s, uniq) in touched.iter().enumerate() {
         let g = grads_for(uniq, dim, s as f32);
@@ -185,7 +220,7 @@ fn dense_moves_untouched_rows_with_momentum() {
     // keeps moving it while lazy Adam freezes it.
     let (rows, dim) = (10, 2);
     let mut sparse = EngramTable::new(rows, dim, 1.0, 1);
-    let mut dense = sparse.clone();
+    let mut dense = sparse.clone_resident();
     let g = grads_for(&[4], dim, 0.0);
     sparse.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap();
     dense.adam_step(&[4], &g, 0.1, &TableAdam::default(), UpdateMode::Dense).unwrap();
@@ -202,4 +237,89 @@ fn bad_gradient_shape_is_an_error() {
     let err = t.adam_step(&[1, 2], &[0.0; 7], 0.1, &TableAdam::default(), UpdateMode::Sparse).unwrap_err();
     assert_eq!(err, TableError::GradShape { got: 7, expected: 8, uniq: 2, dim: 4 });
     assert_eq!(t.step(), 0, "a failed step does not advance the counter");
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("engram-table-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Three sparse steps on rows drawn from `seed`, the same for every table they are applied to.
+fn train_steps(t: &mut EngramTable, seeds: std::ops::Range<u64>) {
+    let rows = t.rows() as u32;
+    for s in seeds {
+        let uniq = some_rows(rows, 3, s);
+        let next = some_rows(rows, 3, s + 1000);
+        let g = grads_for(&uniq, t.dim(), s as f32);
+        let mut out = Vec::new();
+        for block in t.update_then_gather(&uniq, &g, 1e-2, &TableAdam::default(), &next, &mut out, 64).unwrap() {
+            block.run();
+        }
+    }
+}
+
+#[test]
+fn file_backed_tables_equal_resident_ones_and_touch_only_what_is_used() {
+    let dir = scratch_dir("equal");
+    for (optimizer, weights) in [(TableOptimizer::Adam, WeightFormat::F32), (TableOptimizer::RowWise, WeightFormat::F32), (TableOptimizer::RowWise, WeightFormat::Bf16)] {
+        let layout = RowLayout { dim: 6, optimizer, weights };
+        let init = Init { seed: 11, std: 0.5 };
+        let mut resident = EngramTable::with_layout(20_000, layout, init);
+        let mut file = EngramTable::open_file(&dir.join("t.slab"), 20_000, layout, init, true).unwrap();
+        assert_eq!(resident.snapshot(), file.snapshot(), "{layout:?}: initial values");
+        assert_eq!(file.materialised_rows(), 0, "reading touches nothing");
+        train_steps(&mut resident, 0..4);
+        train_steps(&mut file, 0..4);
+        let (rs, fs) = (resident.snapshot(), file.snapshot());
+        assert_eq!(rs.0.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), fs.0.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "{layout:?}: weights");
+        assert_eq!(rs.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), fs.1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "{layout:?}: state");
+        let touched: std::collections::BTreeSet<u32> = (0..4).flat_map(|s| some_rows(20_000, 3, s).into_iter().chain(some_rows(20_000, 3, s + 1000))).collect();
+        assert_eq!(file.materialised_rows(), touched.len(), "one record per row touched");
+        assert!(file.disk_bytes() < 4096 * 3 + (touched.len() * layout.record_bytes()) as u64 * 2, "{} bytes on disk", file.disk_bytes());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_backed_table_returns_to_its_checkpoint_from_the_journal() {
+    let dir = scratch_dir("journal");
+    let path = dir.join("t.slab");
+    let layout = RowLayout { dim: 4, optimizer: TableOptimizer::Adam, weights: WeightFormat::F32 };
+    let init = Init { seed: 3, std: 0.1 };
+    let mut t = EngramTable::open_file(&path, 5_000, layout, init, true).unwrap();
+    train_steps(&mut t, 0..3);
+    let (slots, epoch) = t.file_checkpoint().unwrap().unwrap();
+    t.checkpoint_written().unwrap();
+    let (at, step_at) = (t.snapshot(), t.step());
+    // Changes after the checkpoint (old rows and new ones), then the process dies.
+    train_steps(&mut t, 3..6);
+    assert_ne!(t.snapshot(), at);
+    drop(t);
+    let mut u = EngramTable::open_file(&path, 5_000, layout, init, false).unwrap();
+    u.restore_file(step_at, slots, epoch).unwrap();
+    assert_eq!((u.snapshot(), u.step(), u.materialised_rows()), (at.clone(), step_at, slots as usize));
+
+    // The process dies after a checkpoint is in place but before the journal restarted: the
+    // journal then belongs to the epoch before, and resuming ignores it.
+    train_steps(&mut u, 6..8);
+    let (slots2, epoch2) = u.file_checkpoint().unwrap().unwrap();
+    let (at2, step2) = (u.snapshot(), u.step());
+    drop(u);
+    let mut w = EngramTable::open_file(&path, 5_000, layout, init, false).unwrap();
+    w.restore_file(step2, slots2, epoch2).unwrap();
+    assert_eq!(w.snapshot(), at2);
+    // And training goes on from there like the uninterrupted table.
+    let mut resident = EngramTable::with_layout(5_000, layout, init);
+    train_steps(&mut resident, 0..3);
+    train_steps(&mut resident, 6..8);
+    train_steps(&mut resident, 8..10);
+    train_steps(&mut w, 8..10);
+    assert_eq!(w.snapshot(), resident.snapshot());
+
+    // Another table's file is refused, naming what differs.
+    let e = EngramTable::open_file(&path, 5_001, layout, init, false).unwrap_err();
+    assert!(e.to_string().contains("rows 5000 in the file, 5001 in this config"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

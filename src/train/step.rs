@@ -1,6 +1,7 @@
 //! The host side of a training step: the batch and its Engram lookups, and the updates of one
 //! step — tables and backbone, on two cores when there are two.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -12,7 +13,8 @@ use crate::data::PreparedData;
 use crate::engram::{EngramHost, HostLookup, Lookup, TableOptim};
 use crate::hashing::{NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
-use crate::table::{EngramTable, TableBlock};
+use crate::engram::EngramConfig;
+use crate::table::{EngramTable, Init, RowLayout, TableBlock, TableStore};
 
 /// Build the batcher's hashing for a model, from the prepared data.
 pub fn engram_hashing(model: &ModelConfig, data: &PreparedData) -> Result<Option<EngramHashing>, TrainError> {
@@ -80,15 +82,31 @@ fn run_blocks(queue: &Mutex<Vec<TableBlock<'_>>>) {
     }
 }
 
+/// The file of table `i` of a run in `run_dir` with `table_store = file`.
+pub fn table_file(e: &EngramConfig, run_dir: &Path, i: usize) -> PathBuf {
+    let dir = e.table_dir.as_ref().map_or_else(|| run_dir.join(TABLE_DIR), PathBuf::from);
+    dir.join(format!("table-{i}.slab"))
+}
+
+/// Directory of a run's table files (`table_store = file`, no `table_dir`).
+pub const TABLE_DIR: &str = "tables";
+
 /// The Engram layers' host parts for a model: one table per layer, initialised from the run's
-/// seed, sharing the batcher's hasher and compression.
-pub(super) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64) -> Result<Vec<EngramHost>, TrainError> {
+/// seed, sharing the batcher's hasher and compression. File-backed tables live in
+/// [`table_file`]s of `run_dir`: created afresh, or opened as they are for a resumed run
+/// (`resume`), whose checkpoint then restores them.
+pub(super) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64, run_dir: &Path, resume: bool) -> Result<Vec<EngramHost>, TrainError> {
     let (Some(e), Some(h)) = (&model.engram, hashing) else { return Ok(Vec::new()) };
     let (hasher, compress): (Arc<NgramHasher>, Arc<[u32]>) = (Arc::new(h.hasher.clone()), h.compress.clone().into());
     let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update };
+    let layout = RowLayout { dim: e.d_head, optimizer: e.table_optimizer, weights: e.table_weights };
     (h.table_rows().iter().enumerate())
         .map(|(i, &rows)| {
-            let table = EngramTable::new(rows, e.d_head, e.table_init_std, seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64));
+            let init = Init { seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(1 + i as u64), std: e.table_init_std };
+            let table = match e.table_store {
+                TableStore::Resident => EngramTable::with_layout(rows, layout, init),
+                TableStore::File => EngramTable::open_file(&table_file(e, run_dir, i), rows, layout, init, !resume)?,
+            };
             Ok(EngramHost::new(hasher.clone(), i, compress.clone(), table, optim)?)
         })
         .collect()
