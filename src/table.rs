@@ -476,19 +476,39 @@ impl EngramTable {
         Ok(())
     }
 
-    /// Make the rows `rows` ready for a step: a file-backed table gives the untouched ones a
-    /// record (their initial value) and reads the others' pages back into memory if they were
-    /// evicted, so the step that updates them neither computes an initial value nor waits for
-    /// the disk. Nothing changes in the table's values. A no-op when resident.
-    pub fn prefetch(&mut self, rows: &[u32]) -> Result<(), TableError> {
-        self.check_rows(rows)?;
+    /// Make a step's rows ready before the step needs them (what a training loop runs on a
+    /// spare core while the backbone computes): a file-backed table reads the pages of the rows
+    /// `update` (this step's, about to be updated) back into memory if they were evicted and
+    /// journals their pre-images; it gives the rows of `gather` (the next batch's) that were
+    /// never touched a record with their initial value, and reads the others' pages back. The
+    /// step's update and gather then neither wait for the disk nor compute initial values.
+    /// The table's values do not change. A no-op when resident.
+    pub fn prefetch(&mut self, update: &[u32], gather: &[u32]) -> Result<(), TableError> {
+        self.check_rows(update)?;
+        self.check_rows(gather)?;
         if let Store::File(s) = &mut self.store {
-            s.materialise(rows, &self.init)?;
-            self.nslots.clear();
-            self.nslots.extend(rows.iter().map(|&r| s.slot(r).expect("materialised above")));
-            s.touch(&self.nslots);
+            s.materialise(update, &self.init)?;
+            s.materialise(gather, &self.init)?;
+            for rows in [update, gather] {
+                self.nslots.clear();
+                self.nslots.extend(rows.iter().map(|&r| s.slot(r).expect("materialised above")));
+                s.touch(&self.nslots);
+            }
+            self.uslots.clear();
+            self.uslots.extend(update.iter().map(|&r| s.slot(r).expect("materialised above")));
+            s.journal(&self.uslots)?;
         }
         Ok(())
+    }
+
+    /// Drop a file-backed table's pages from memory (after writing the modified ones to the
+    /// file), so the next accesses read from the disk: for measuring cold reads. A no-op when
+    /// resident.
+    pub fn evict_from_memory(&self) -> Result<(), TableError> {
+        match &self.store {
+            Store::Resident(_) => Ok(()),
+            Store::File(s) => s.evict(),
+        }
     }
 
     /// Advance the step counter and return the coefficients of the new step.

@@ -35,6 +35,7 @@ use crate::engram::{EngramHost, EngramMemory};
 use crate::eval::{plan_windows, subset, EvalReport};
 use crate::hashing::default_rng;
 use crate::metrics::{MetricRow, METRICS_HEADER};
+use crate::model::Transformer;
 use crate::run_dir::{io_err, write_atomic, write_json, RunDirLock};
 use crate::turns::Turn;
 use crate::ConfigError;
@@ -121,6 +122,13 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     drop(setup_turn);
     for step in start_step..tc.steps {
         let _turn = opts.turns.as_deref().map(Turn::hold);
+        if opts.evict_tables {
+            // A benchmark of cold reads: the tables' pages leave memory before every step
+            // (not timed).
+            for h in &hosts {
+                h.table().evict_from_memory()?;
+            }
+        }
         let t0 = Instant::now();
         let lr = tc.lr_at(step);
         let looks = match prepared.take() {
@@ -136,27 +144,55 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             }
         };
         let looks: Vec<_> = looks.into_iter().map(|l| l.upload(&train_device)).collect();
-        let mems: Vec<EngramMemory> = looks.iter().map(|l| l.memory().clone()).collect();
-        let (x, y) = upload_batch(&batch, &train_device);
-        let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
-        let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
-        let loss = match (aux, &cfg.model.moe) {
-            (Some(aux), Some(moe)) => ce + aux * moe.aux_loss_coef as f32,
-            _ => ce,
-        };
-        if !loss_value.is_finite() {
-            bar.abandon();
-            return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
-        }
-        let grads = loss.backward();
-        let row_grads: Vec<Vec<f32>> = looks.iter().map(|l| l.row_grads(&grads)).collect::<Result<_, _>>()?;
-        let grads = GradientsParams::from_grads(grads, &model);
-        // The tables' update and the backbone's are independent: with a second core, the
-        // tables update on it (and it prepares the next batch) while the backbone's optimiser
-        // runs here.
+        // With a second core, it makes the next batch (and prefetches the tables' rows) while
+        // this thread runs the forward and backward passes, then updates the tables while this
+        // thread steps the backbone's optimiser.
         let parallel = !(hosts.is_empty() || opts.sequential || crate::runtime::n_threads() < 2);
-        let ahead = parallel.then(|| step::Ahead { batcher: &mut batcher, stream: &data.train, rng: rng.clone(), batch: std::mem::take(&mut spare_batch), last: step + 1 == tc.steps });
-        let (stepped, next) = step::update(model, &mut optim, grads, lr, &mut hosts, &looks, &row_grads, ahead)?;
+        let current: Vec<Vec<u32>> = if parallel && opts.prefetch_tables { looks.iter().map(|l| l.uniq().to_vec()).collect() } else { Vec::new() };
+        let (hosts_ref, batcher_ref) = (&mut hosts, &mut batcher);
+        let stepped = std::thread::scope(|scope| -> Result<(Transformer, Option<Prepared>, f32), TrainError> {
+            let (ahead, mut idle) = if parallel {
+                let a = step::Ahead {
+                    batcher: batcher_ref,
+                    stream: &data.train,
+                    rng: rng.clone(),
+                    batch: std::mem::take(&mut spare_batch),
+                    hosts: hosts_ref,
+                    current,
+                    last: step + 1 == tc.steps,
+                    prefetch: opts.prefetch_tables,
+                };
+                (Some(scope.spawn(move || step::make_ahead(a))), None)
+            } else {
+                (None, Some(&mut hosts_ref[..]))
+            };
+            let mems: Vec<EngramMemory> = looks.iter().map(|l| l.memory().clone()).collect();
+            let (x, y) = upload_batch(&batch, &train_device);
+            let (ce, aux) = model.loss_with_aux(x, y, &mems, false);
+            let loss_value = ce.clone().into_scalar::<f32>(); // logged: the cross-entropy alone
+            let loss = match (aux, &cfg.model.moe) {
+                (Some(aux), Some(moe)) => ce + aux * moe.aux_loss_coef as f32,
+                _ => ce,
+            };
+            if !loss_value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFiniteLoss { step: step + 1, loss: loss_value });
+            }
+            let grads = loss.backward();
+            let row_grads: Vec<Vec<f32>> = looks.iter().map(|l| l.row_grads(&grads)).collect::<Result<_, _>>()?;
+            let grads = GradientsParams::from_grads(grads, &model);
+            let mut next = None;
+            if let Some(h) = ahead {
+                let made = h.join().expect("making the next batch panicked")?;
+                idle = Some(made.hosts);
+                next = made.next;
+            }
+            let hosts = idle.expect("the hosts are back");
+            let next_looks = next.as_mut().map(|(_, looks, _)| &mut looks[..]);
+            let stepped = step::update(model, &mut optim, grads, lr, hosts, &looks, &row_grads, parallel, next_looks)?;
+            Ok((stepped, next.map(|(batch, looks, rng)| Prepared { batch, looks, rng }), loss_value))
+        });
+        let (stepped, next, loss_value) = stepped?;
         model = stepped;
         if parallel {
             prepared = next;

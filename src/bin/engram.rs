@@ -312,7 +312,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         prepare_run_dir(dir, args.overwrite)?;
     }
     let data = load_data(&cfg.data)?;
-    let opts = RunOptions { progress: !args.no_progress, eval_memory_off: cfg.model.engram.is_some(), checkpoints: true, resume, turns: None, sequential: false };
+    let opts = RunOptions { progress: !args.no_progress, eval_memory_off: cfg.model.engram.is_some(), checkpoints: true, resume, ..RunOptions::default() };
     let r = engram::train::run(&cfg, &data, &device, dir, &opts).map_err(|e| explain(e, dir))?;
     println!(
         "{}: {:.4} bits per byte ({:.4} nats per token) over {} held-out bytes after {} steps ({} tokens, {:.0} tok/s); results in {}",

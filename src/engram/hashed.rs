@@ -321,7 +321,8 @@ impl EngramHost {
         &self.table
     }
 
-    /// The table, to load or restore its state ([`EngramTable::set_state`]) or to run the
+    /// The table, to restore its state from a checkpoint, to prefetch its rows
+    /// ([`EngramTable::prefetch`]) or to run the
     /// blocked update of a pipelined loop ([`EngramTable::update_then_gather`]).
     pub fn table_mut(&mut self) -> &mut EngramTable {
         &mut self.table

@@ -267,6 +267,27 @@ impl Slab {
         self.journal.epoch + 1
     }
 
+    /// Write the modified pages, then drop every page of the file from this process and from
+    /// the page cache (`madvise(MADV_DONTNEED)`, `posix_fadvise(POSIX_FADV_DONTNEED)`).
+    pub(crate) fn evict(&self) -> Result<(), TableError> {
+        use std::os::fd::AsRawFd;
+        self.flush()?;
+        let len = SLAB_HEADER_BYTES as usize + self.slots * self.layout.record_bytes();
+        // SAFETY: [map, map + len) is inside the mapping; for a shared file mapping
+        // MADV_DONTNEED only drops this process's page-table entries (the data stays in the
+        // file, which was just synced), so later reads fault the pages back in.
+        let r = unsafe { libc::madvise(self.map.as_mut_ptr().cast(), len, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(io("evict", &self.path)(std::io::Error::last_os_error()));
+        }
+        // SAFETY: a plain system call on an open file descriptor.
+        let r = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if r != 0 {
+            return Err(io("evict", &self.path)(std::io::Error::from_raw_os_error(r)));
+        }
+        Ok(())
+    }
+
     /// A checkpoint recording the current slots and [`Slab::next_epoch`] is in place: start
     /// that epoch.
     pub(crate) fn committed_now(&mut self) -> Result<(), TableError> {

@@ -104,8 +104,14 @@ impl DataStats {
     }
 }
 
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { progress: false, eval_memory_off: false, checkpoints: false, resume: false, turns: None, sequential: false, prefetch_tables: true, evict_tables: false }
+    }
+}
+
 /// How [`run`] reports progress.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Show a progress bar (on a terminal) and print evaluation lines.
     pub progress: bool,
@@ -124,4 +130,11 @@ pub struct RunOptions {
     /// second core while the backbone's optimiser steps; the results are bit-identical either
     /// way.
     pub sequential: bool,
+    /// Whether the second core prefetches file-backed tables' rows while the backbone computes
+    /// ([`crate::table::EngramTable::prefetch`]); otherwise the rows are read and created when
+    /// the tables' update needs them. Results are bit-identical either way.
+    pub prefetch_tables: bool,
+    /// Drop the file-backed tables' pages from memory before every step (a benchmark of cold
+    /// reads; the eviction itself is not in the step time).
+    pub evict_tables: bool,
 }

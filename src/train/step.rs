@@ -112,26 +112,56 @@ pub(super) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>,
         .collect()
 }
 
-/// What the second core prepares during a step: the next batch, drawn from a copy of the
-/// generator (`rng` advances when the next step takes the batch, so a checkpoint written at
-/// the end of this step holds the state before that draw), into a spare batch's buffers.
+/// What the second core prepares while the backbone computes a step: the next batch, drawn
+/// from a copy of the generator (`rng` advances when the next step takes the batch, so a
+/// checkpoint written at the end of this step holds the state before that draw), into a spare
+/// batch's buffers; and, with `prefetch`, the tables' rows of this step and the next
+/// ([`EngramTable::prefetch`]).
 pub(super) struct Ahead<'a> {
     pub(super) batcher: &'a mut Batcher,
     pub(super) stream: &'a [u32],
     pub(super) rng: Pcg64,
     pub(super) batch: HostBatch,
-    /// The last step: nothing to prepare.
+    pub(super) hosts: &'a mut [EngramHost],
+    /// Each table's rows this step updates.
+    pub(super) current: Vec<Vec<u32>>,
+    /// The last step: no batch to make.
     pub(super) last: bool,
+    pub(super) prefetch: bool,
+}
+
+/// What [`make_ahead`] gives back: the tables it borrowed, and the next batch with its
+/// lookups (not yet gathered) and generator — none on the last step, or when making it failed
+/// (the next step makes it again and reports the error).
+pub(super) struct Made<'a> {
+    pub(super) hosts: &'a mut [EngramHost],
+    pub(super) next: Option<(HostBatch, Vec<HostLookup>, Pcg64)>,
+}
+
+/// Make the next batch and prefetch the tables' rows (see [`Ahead`]).
+pub(super) fn make_ahead(a: Ahead<'_>) -> Result<Made<'_>, TrainError> {
+    let Ahead { batcher, stream, mut rng, mut batch, hosts, current, last, prefetch } = a;
+    let starts = batcher.sample_starts(stream.len(), &mut rng);
+    let next = (!last && batcher.make(stream, &starts, &mut batch).is_ok()).then(|| {
+        let looks = host_lookups(&mut batch, hosts);
+        (batch, looks, rng)
+    });
+    if prefetch {
+        for (i, host) in hosts.iter_mut().enumerate() {
+            let gather = next.as_ref().map_or(&[][..], |(_, looks, _)| &looks[i].uniq[..]);
+            host.table_mut().prefetch(current.get(i).map_or(&[][..], |c| &c[..]), gather)?;
+        }
+    }
+    Ok(Made { hosts, next })
 }
 
 /// One step's updates at learning rate `lr`: the tables on the rows `looks` read, with their
-/// gradients `row_grads`, and the backbone from `grads`. Without `ahead`, one after the other
-/// on this thread. With it, the second core makes the next batch and then updates the tables
-/// and gathers the next batch's rows from them, as blocks of rows
-/// ([`EngramHost::step_then_gather`]) that this thread helps with once the backbone's
+/// gradients `row_grads`, and the backbone from `grads`. Sequentially on this thread, or with
+/// `parallel` the tables on a second core while the backbone's optimiser runs here — and, given
+/// the next batch's lookups `next`, the tables' update and the gather of those rows as blocks
+/// of rows ([`EngramHost::step_then_gather`]) that this thread helps with once the backbone's
 /// optimiser is done: the same values in the same order as the sequential step, so results
-/// are bit-identical. Returns the stepped model and, with `ahead`, the next batch (none on the
-/// last step, or when making it failed: the next step makes it again and reports the error).
+/// are bit-identical. Returns the stepped model.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn update(
     model: Transformer,
@@ -141,43 +171,36 @@ pub(super) fn update(
     hosts: &mut [EngramHost],
     looks: &[Lookup],
     row_grads: &[Vec<f32>],
-    ahead: Option<Ahead<'_>>,
-) -> Result<(Transformer, Option<Prepared>), TrainError> {
+    parallel: bool,
+    next: Option<&mut [HostLookup]>,
+) -> Result<Transformer, TrainError> {
     let update_tables = |hosts: &mut [EngramHost]| -> Result<(), TrainError> {
         for ((host, look), g) in hosts.iter_mut().zip(looks).zip(row_grads) {
             host.step_rows(look.uniq(), g, lr)?;
         }
         Ok(())
     };
-    let Some(Ahead { batcher, stream, rng: mut next_rng, batch: mut next_batch, last }) = ahead else {
+    if !parallel {
         update_tables(hosts)?;
-        return Ok((optim.step(lr, model, grads), None));
-    };
+        return Ok(optim.step(lr, model, grads));
+    }
     let queue = Mutex::new(Vec::new());
-    let mut next_looks: Vec<HostLookup> = Vec::new();
-    let (stepped, made) = std::thread::scope(|scope| {
+    let (stepped, done) = std::thread::scope(|scope| {
         let queue = &queue;
-        let (next_batch, next_looks, next_rng) = (&mut next_batch, &mut next_looks, &mut next_rng);
-        let worker = scope.spawn(move || -> Result<bool, TrainError> {
-            let starts = batcher.sample_starts(stream.len(), next_rng);
-            if last || batcher.make(stream, &starts, next_batch).is_err() {
-                // Nothing to prepare, or an error the next step reports itself.
-                update_tables(hosts)?;
-                return Ok(false);
-            }
-            *next_looks = host_lookups(next_batch, hosts);
+        let worker = scope.spawn(move || -> Result<(), TrainError> {
+            let Some(next) = next else { return update_tables(hosts) };
             let mut blocks = Vec::new();
-            for ((host, look), (g, next)) in hosts.iter_mut().zip(looks).zip(row_grads.iter().zip(next_looks.iter_mut())) {
+            for ((host, look), (g, next)) in hosts.iter_mut().zip(looks).zip(row_grads.iter().zip(next.iter_mut())) {
                 blocks.extend(host.step_then_gather(look.uniq(), g, lr, next, TABLE_BLOCK_ROWS)?);
             }
             *queue.lock().unwrap_or_else(PoisonError::into_inner) = blocks;
             run_blocks(queue);
-            Ok(true)
+            Ok(())
         });
         let stepped = optim.step(lr, model, grads);
         run_blocks(queue);
         (stepped, worker.join().expect("table update panicked"))
     });
-    let prepared = made?.then(|| Prepared { batch: next_batch, looks: next_looks, rng: next_rng });
-    Ok((stepped, prepared))
+    done?;
+    Ok(stepped)
 }
