@@ -38,7 +38,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -47,12 +46,11 @@ use serde::{Deserialize, Serialize};
 
 use engram::data::{DataConfig, PreparedData};
 use engram::engram::EngramConfig;
-use engram::experiment::{exit_with, load_data, prepare_out_dir, CommonArgs};
+use engram::experiment::{cpu_ticks, exit_with, iqr, load_data, median, peak_rss_bytes, prepare_out_dir, time_interleaved, CommonArgs, TimingJob};
 use engram::model::ModelConfig;
 use engram::report::table::render;
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
-use engram::turns::Turn;
 use engram::run_dir::write_json;
 use engram::config::{ExperimentConfig, TrainConfig};
 use engram::train::{run, RunOptions};
@@ -114,55 +112,16 @@ struct Summary {
     plots: Vec<String>,
 }
 
-/// CPU time of the whole machine from `/proc/stat`: (stolen by the hypervisor, all), in ticks.
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
-    let steal = *fields.get(7)?;
-    Some((steal, fields.iter().take(8).sum()))
-}
-
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 fn train_cfg(steps: usize, batch: usize, seq: usize, seed: u64) -> TrainConfig {
     TrainConfig { steps, batch_size: batch, seq_len: seq, warmup_steps: 1, eval_every: steps, eval_windows: batch, seed, ..TrainConfig::default() }
 }
 
-/// Step seconds of `model` trained for warm-up + timed steps (`tc.steps` in all), taking turns
-/// with other threads when `turn` is given: the timed steps only.
-fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path, turn: Option<Turn>) -> anyhow::Result<Vec<f64>> {
+/// Step seconds of `model` trained for warm-up + timed steps (`tc.steps` in all), alone: the
+/// timed steps only.
+fn time_steps(name: &str, model: ModelConfig, data: &PreparedData, tc: TrainConfig, device: &Device, out: &Path) -> anyhow::Result<Vec<f64>> {
     let cfg = ExperimentConfig { name: name.to_string(), model, train: tc, data: data.config.clone() };
-    let opts = RunOptions { turns: turn.map(Arc::new), ..RunOptions::default() };
-    let r = run(&cfg, data, device, &out.join(name), &opts)?;
+    let r = run(&cfg, data, device, &out.join(name), &RunOptions::default())?;
     Ok(r.step_seconds.iter().skip(WARMUP_STEPS).copied().collect())
-}
-
-/// The `ps` quantiles of `v` (nearest rank: element `round((n − 1)·p)` of the sorted values);
-/// `None` when `v` is empty.
-fn quantiles<const K: usize>(v: &[f64], ps: [f64; K]) -> Option<[f64; K]> {
-    let mut t = v.to_vec();
-    t.sort_by(|a, b| a.total_cmp(b));
-    (!t.is_empty()).then(|| ps.map(|p| t[((t.len() - 1) as f64 * p).round() as usize]))
-}
-
-/// The median (the upper one of an even count), NaN for no values.
-fn median(v: &[f64]) -> f64 {
-    quantiles(v, [0.5]).map_or(f64::NAN, |[m]| m)
-}
-
-/// Quartiles 1 and 3, for two values or more.
-fn iqr(v: &[f64]) -> Option<[f64; 2]> {
-    if v.len() < 2 {
-        return None;
-    }
-    quantiles(v, [0.25, 0.75])
 }
 
 /// `n` pseudo-random ids below `bound` (xorshift64, continuing from `state`).
@@ -296,7 +255,7 @@ fn main_inner() -> anyhow::Result<()> {
     for cfg in configs.iter().filter(|t| t.name.starts_with("sparse-2p")) {
         eprintln!("memory: {} ...", cfg.name);
         let tc = TrainConfig { steps: 2, eval_every: 2, ..cfg.tc.clone() };
-        time_steps(&format!("memory-{}", cfg.name), cfg.model.clone(), &datasets[cfg.data], tc, &cfg.device, &dir, None)?;
+        time_steps(&format!("memory-{}", cfg.name), cfg.model.clone(), &datasets[cfg.data], tc, &cfg.device, &dir)?;
         if let Some(rows) = cfg.model.engram.as_ref().map(|e| e.table_size[0] * 8) {
             peak.insert(rows, peak_rss_bytes());
         }
@@ -322,28 +281,17 @@ fn main_inner() -> anyhow::Result<()> {
     let ticks_before = cpu_ticks();
     for group in &groups {
         eprintln!("timing {} configurations interleaved, 2 passes of {} warm-up + {per_pass} timed steps each ...", group.len(), WARMUP_STEPS);
-        for pass in 0..2 {
-            let mut order = group.clone();
-            if pass == 1 {
-                order.reverse();
-            }
-            let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = order
-                    .iter()
-                    .zip(Turn::cycle(order.len()))
-                    .map(|(&i, turn)| {
-                        let cfg = &configs[i];
-                        let (data, dir) = (&datasets[cfg.data], &dir);
-                        scope.spawn(move || time_steps(&cfg.name, cfg.model.clone(), data, cfg.tc.clone(), &cfg.device, dir, Some(turn)))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a timing thread panicked")))).collect()
-            });
-            for (&i, r) in order.iter().zip(results) {
-                let cfg = &mut configs[i];
-                let steps = r.map_err(|e| e.context(format!("timing {}", cfg.name)))?;
-                cfg.steps.extend(steps);
-            }
+        let jobs: Vec<TimingJob> = group
+            .iter()
+            .map(|&i| {
+                let t = &configs[i];
+                let data = &datasets[t.data];
+                let cfg = ExperimentConfig { name: t.name.clone(), model: t.model.clone(), train: t.tc.clone(), data: data.config.clone() };
+                TimingJob { cfg, data, device: t.device.clone(), opts: RunOptions::default() }
+            })
+            .collect();
+        for (&i, steps) in group.iter().zip(time_interleaved(&jobs, WARMUP_STEPS, &dir)?) {
+            configs[i].steps.extend(steps);
         }
     }
     eprintln!("timing took {:.0} s", t_timing.elapsed().as_secs_f64());

@@ -1,4 +1,4 @@
-//! Engram table storage and its row-sparse (lazy) Adam optimiser.
+//! Engram table storage and its row-sparse (lazy) optimiser.
 //!
 //! Paper: "Conditional Memory via Scalable Lookup" (Cheng et al., arXiv 2601.07372), §2 and
 //! §6 of the crate's spec: each Engram layer owns one table of `Σ primes` rows of width
@@ -9,12 +9,12 @@
 //! # Why the table lives on the host
 //! In burn 0.22 the gradient of an embedding lookup is a dense tensor the size of the whole
 //! table, and AdamW then updates (and decays) every row, so step time grows linearly with the
-//! table. Here the table is plain host memory (`Vec<f32>`), which is also the deployment model
-//! of the paper (§ offloading: tables in host DRAM, prefetched while the first blocks run).
-//! Per batch the loader computes the unique rows `U` the batch touches; [`EngramTable::gather`]
-//! copies exactly those rows into a small `[U, d_head]` leaf tensor, autodiff differentiates
-//! only that leaf, and [`EngramTable::adam_step`] updates only those rows and their moments.
-//! The cost of a step is O(U · d_head), independent of the number of rows.
+//! table. Here the table is plain host memory, which is also the deployment model of the paper
+//! (§ offloading: tables in host DRAM, prefetched while the first blocks run). Per batch the
+//! loader computes the unique rows `U` the batch touches; [`EngramTable::gather`] copies exactly
+//! those rows into a small `[U, d_head]` leaf tensor, autodiff differentiates only that leaf,
+//! and [`EngramTable::adam_step`] updates only those rows and their optimiser state. The cost
+//! of a step is O(U · d_head), independent of the number of rows.
 //!
 //! A training loop that already knows its next batch can fuse the update with the next
 //! gather: [`EngramTable::update_then_gather`] splits both into blocks of row ranges that any
@@ -22,27 +22,50 @@
 //! the backbone's optimiser and a second one), with the same result as `adam_step` followed by
 //! `gather`.
 //!
-//! # Lazy Adam semantics (documented deviation from dense Adam)
+//! # Storage: one record per row, in memory or in a file
+//! Every row is one record ([`layout`]): its id, its weights (f32, or bf16 —
+//! [`WeightFormat`]) and its optimiser state (Adam's two moments per value, or one row-wise
+//! second moment — [`TableOptimizer`]): 12.25, 4.5 or 2.5 bytes per parameter at `d_head = 16`.
+//! Where the records live is the one seam ([`TableStore`]):
+//! * **resident** ([`EngramTable::new`], [`EngramTable::with_layout`]): every row's record in
+//!   memory at its row's position, initialised at construction;
+//! * **file-backed** ([`EngramTable::open_file`]): records in a memory-mapped slab file in
+//!   first-touch order behind an in-memory index, so untouched rows cost neither memory nor
+//!   disk and a 2^30-row table costs nothing until it is used; checkpoints record the slab's
+//!   length and an undo journal returns it to that state after a crash (see `slab.rs`).
+//!
+//! A row's initial value is a pure function of the table's seed and the row ([`Init`]), so a
+//! row can be created when it is first touched and both stores train bit-identically (tested);
+//! it is also bit-identical to the chunked initialisation tables had before records existed.
+//! [`EngramTable::prefetch`] lets a loop create and page in the rows of the coming update and
+//! gather on a spare core, before the step needs them.
+//!
+//! # Lazy semantics (documented deviation from dense Adam)
 //! * One step counter per table (like PyTorch `SparseAdam`), incremented once per
 //!   [`EngramTable::adam_step`] call; bias correction uses that global step.
-//! * Rows not looked up in a step keep their weights **and** their moments bit-identical (a
+//! * Rows not looked up in a step keep their weights **and** their state bit-identical (a
 //!   dense Adam would keep moving them by their decaying momentum).
 //! * No weight decay (spec §6).
-//! * Update: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
+//! * Adam update: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
 //!   `w ← w − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)` — the same formula as
 //!   [`UpdateMode::Dense`], so the two agree exactly on every row that is touched in every step,
-//!   and on every row after the first step.
+//!   and on every row after the first step. The row-wise update is in [`TableOptimizer`].
 //!
 //! [`UpdateMode::Dense`] applies that formula to every row with a zero gradient for untouched
-//! rows. It exists as the baseline whose cost grows with the table.
+//! rows (resident tables only). It exists as the baseline whose cost grows with the table.
 
 use serde::{Deserialize, Serialize};
 
+mod error;
+mod kernels;
 pub mod layout;
 mod slab;
 
 pub use layout::{Init, RowLayout, TableOptimizer, WeightFormat};
+pub use slab::SLAB_HEADER_BYTES;
+use kernels::{copy_rows, table_buffer, update_slots, NO_SLOT};
 use layout::AdamCoeffs;
+pub use error::TableError;
 
 /// Standard deviation of the demo's table initialisation (`nn.Embedding`'s default N(0, 1)).
 pub const DEMO_TABLE_INIT_STD: f32 = 1.0;
@@ -97,84 +120,6 @@ impl Default for TableAdam {
     }
 }
 
-/// Error of a table operation.
-#[derive(Debug, thiserror::Error)]
-pub enum TableError {
-    /// A row id is not in the table.
-    #[error("table row {row} is out of range: the table has {rows} rows")]
-    RowOutOfRange {
-        /// The offending row.
-        row: u32,
-        /// Number of rows in the table.
-        rows: usize,
-    },
-    /// A gradient buffer has the wrong length.
-    #[error("gradient has {got} values, expected {expected} (= {uniq} rows × {dim})")]
-    GradShape {
-        /// Values received.
-        got: usize,
-        /// Values expected.
-        expected: usize,
-        /// Unique rows.
-        uniq: usize,
-        /// Row width.
-        dim: usize,
-    },
-    /// Row ids that must be strictly ascending are not.
-    #[error("{what} row ids must be strictly ascending: {prev} is followed by {row}")]
-    RowsNotAscending {
-        /// Which list: the rows to update or the rows to gather.
-        what: &'static str,
-        /// The earlier id.
-        prev: u32,
-        /// The id that follows it.
-        row: u32,
-    },
-    /// Raw data loaded into a table has the wrong size.
-    #[error("table data has {got} values, expected {expected}")]
-    DataShape {
-        /// Values received.
-        got: usize,
-        /// Values expected.
-        expected: usize,
-    },
-    /// Writing, reading or mapping a file-backed table failed (a full disk is reported here,
-    /// and the table is as before the call).
-    #[error(transparent)]
-    Io(#[from] crate::run_dir::IoError),
-    /// A table file is shorter than its table needs.
-    #[error("table file {} is truncated: {bytes} bytes, expected at least {expected}", path.display())]
-    FileTruncated {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Its length.
-        bytes: u64,
-        /// The length the table needs.
-        expected: u64,
-    },
-    /// A table file (or its journal) does not belong to this table.
-    #[error("table file {} cannot be used: {reason}", path.display())]
-    FileMismatch {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What differs.
-        reason: String,
-    },
-    /// The operation needs the table in memory.
-    #[error("{what} needs a resident table (store = resident); this one is file-backed")]
-    NeedsResident {
-        /// The operation.
-        what: &'static str,
-    },
-}
-
-/// Errors compare by their message (an I/O error's source has no equality of its own).
-impl PartialEq for TableError {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_string() == other.to_string()
-    }
-}
-
 /// Where a table's rows live.
 enum Store {
     /// Every row's record in memory, at its row's position, materialised at construction.
@@ -213,105 +158,6 @@ impl std::fmt::Debug for EngramTable {
             })
             .field("step", &self.step)
             .finish()
-    }
-}
-
-/// `n` zeros for a table-sized buffer, backed by transparent huge pages where the kernel offers
-/// them (Linux with THP in `madvise` or `always` mode).
-///
-/// Lookups and sparse updates touch rows scattered over the whole table; with 4 KiB pages
-/// nearly every one of them misses the TLB once the table spans gigabytes, with 2 MiB pages
-/// the translations of a few-GiB table fit in the TLB. The advice is given before the first
-/// write, so the pages are faulted in huge; where THP is off it is a no-op.
-fn table_buffer(n: usize) -> Vec<u32> {
-    let mut buf = vec![0u32; n];
-    advise_huge_pages(&mut buf);
-    buf
-}
-
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut [u32]) {
-    const HUGE: usize = 2 << 20;
-    let start = buf.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(buf);
-    let first = start.next_multiple_of(HUGE);
-    if end >= first + HUGE {
-        let len = (end - first) / HUGE * HUGE;
-        // SAFETY: [first, first + len) lies inside `buf`'s allocation, which `buf` borrows
-        // mutably; MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
-        // A refusal (THP disabled, old kernel) leaves ordinary pages, so the result is ignored.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_buf: &mut [u32]) {}
-
-/// How many rows ahead the gather and the sparse update prefetch: enough misses in flight to
-/// cover a DRAM (and TLB) miss while earlier rows are copied or updated.
-const PREFETCH_AHEAD: usize = 16;
-
-/// Ask the CPU to start loading record `slot` (`rw` words per record from `base`) into the
-/// cache. A hint only: no effect on results, a no-op off x86-64.
-#[inline(always)]
-fn prefetch_record(base: *const u32, slot: u32, rw: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = base.wrapping_add(slot as usize * rw).cast::<u8>();
-        let mut at = 0;
-        while at < 4 * rw {
-            // SAFETY: prefetching never faults; the address is computed without dereferencing.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(at).cast()) };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (base, slot, rw);
-}
-
-/// Slot of a row that has none (a file-backed row not touched yet): its value is computed.
-const NO_SLOT: u32 = u32::MAX;
-
-/// Append the weights of rows `rows` (records `slots`, or the initial value where a slot is
-/// [`NO_SLOT`]) to `put`, in order.
-///
-/// # Safety
-/// Every slot other than [`NO_SLOT`] is a record of `layout` at `base` that nothing writes
-/// during the call.
-#[inline(always)]
-unsafe fn copy_rows(base: *const u32, layout: &RowLayout, init: &Init, rows: &[u32], slots: &[u32], out: &mut [f32]) {
-    let (rw, dim) = (layout.record_words(), layout.dim);
-    for (i, (&r, &s)) in rows.iter().zip(slots).enumerate() {
-        if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD).filter(|&&a| a != NO_SLOT) {
-            prefetch_record(base, ahead, rw);
-        }
-        let dst = &mut out[i * dim..(i + 1) * dim];
-        if s == NO_SLOT {
-            layout.init_weights(r, init, dst);
-        } else {
-            // SAFETY: the caller's contract.
-            layout.read_weights(unsafe { std::slice::from_raw_parts(base.add(s as usize * rw), rw) }, dst);
-        }
-    }
-}
-
-simd_kernel! {
-    /// One optimiser step of the records `slots` (gradient rows `grads`), in that order.
-    /// Callers guarantee every slot is a distinct record at `base` that only this call
-    /// accesses while it runs.
-    fn update_slots(layout: &RowLayout, c: &AdamCoeffs, sr_seed: u64, base: *mut u32, slots: &[u32], grads: &[f32]) {
-        let (rw, dim) = (layout.record_words(), layout.dim);
-        for (i, &s) in slots.iter().enumerate() {
-            if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
-                prefetch_record(base, ahead, rw);
-            }
-            // SAFETY: the caller's contract.
-            let rec = unsafe { std::slice::from_raw_parts_mut(base.add(s as usize * rw), rw) };
-            layout.update(c, rec, &grads[i * dim..(i + 1) * dim], sr_seed);
-        }
     }
 }
 

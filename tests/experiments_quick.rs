@@ -168,3 +168,47 @@ fn exp_throughput_quick_times_every_configuration_and_rejects_zero_reps() {
     assert!(dir.join("summary.json").is_file(), "a rejected run leaves the earlier results in place");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn exp_memory_quick_measures_every_store_up_to_2_to_the_30_rows() {
+    let bin = env!("CARGO_BIN_EXE_exp_memory");
+    let dir = out_dir("memory");
+    let d = dir.to_str().unwrap();
+    let out = run(bin, &["--quick", "--no-progress", "--out", d]);
+    assert!(out.status.success(), "exp_memory failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let runs = s["runs"].as_array().unwrap_or_else(|| panic!("runs missing: {s}"));
+    let find = |name: &str| runs.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} missing"));
+    for r in runs {
+        for key in ["step_seconds", "peak_rss_bytes", "rows_per_layer", "bytes_per_parameter"] {
+            let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} of {}", r["name"]));
+            assert!(v.is_finite() && v > 0.0, "{key} of {} = {v}", r["name"]);
+        }
+        assert!(r["store"] == "resident" || r["store"] == "file");
+    }
+    // 2^30 rows per layer in the file-backed store, touching only what training used: its
+    // table file on disk is a few MB, not the 210 GB the table spans.
+    let big = find("file-adam-f32-2p30");
+    assert_eq!(big["rows_per_layer"].as_u64(), Some(1 << 30));
+    let (disk, records) = (big["disk_bytes"].as_u64().unwrap(), big["table_bytes"].as_u64().unwrap());
+    assert!(records > 0 && disk < 64 << 20, "{disk} bytes on disk for {records} bytes of records");
+    assert_eq!(find("file-row-wise-f32-2p30")["bytes_per_parameter"].as_f64(), Some(4.5));
+    assert_eq!(find("file-row-wise-bf16-2p30")["bytes_per_parameter"].as_f64(), Some(2.5));
+    assert_eq!(find("resident-adam-f32-2p14")["disk_bytes"].as_u64(), Some(0));
+    for key in ["aa_ratio", "file_largest_over_resident_smallest", "no_prefetch_over_prefetch", "cold_over_warm", "cold_no_prefetch_over_warm"] {
+        let r = s[key]["ratio"].as_f64().unwrap_or_else(|| panic!("{key} missing"));
+        assert!(r.is_finite() && r > 0.0, "{key} = {r}");
+    }
+    let groups = s["loss"]["groups"].as_array().expect("the loss comparison");
+    assert_eq!(groups.iter().map(|g| g["group"].as_str().unwrap()).collect::<Vec<_>>(), ["adam-f32", "row-wise-f32", "row-wise-bf16", "adam-bf16"]);
+    let plots: Vec<&str> = s["plots"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(plots.iter().any(|p| p.ends_with(".png")) && plots.iter().any(|p| p.ends_with(".svg")), "{plots:?}");
+    for p in &plots {
+        assert!(Path::new(p).is_file(), "plot {p} missing");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("A/A control") && stdout.contains("largest file-backed / resident 2^14"), "{stdout}");
+    let bad = run(bin, &["--quick", "--reps", "1", "--overwrite", "--out", d]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--reps"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,12 +6,16 @@
 //! * `sweep`: configurations × seeds, aggregated ([`run_sweep`], [`sweep`], [`GroupStats`],
 //!   [`SweepSummary`], [`linear_fit`]);
 //! * `science`: the setup of `exp_scaling`, `exp_allocation` and `exp_ablation`
-//!   ([`ScienceSetup`]).
+//!   ([`ScienceSetup`]);
+//! * `timing`: interleaved step timing and robust statistics for the timing experiments
+//!   ([`time_interleaved`], [`median`], [`iqr`], [`peak_rss_bytes`]).
 
 mod cli;
 mod science;
 mod sweep;
+mod timing;
 
 pub use cli::*;
 pub use science::*;
 pub use sweep::*;
+pub use timing::*;

@@ -41,7 +41,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::layout::{Init, RowLayout};
-use super::TableError;
+use super::error::TableError;
 
 /// Bytes of the file header (one page, so records start page-aligned).
 pub const SLAB_HEADER_BYTES: u64 = 4096;
