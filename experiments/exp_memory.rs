@@ -2,8 +2,8 @@
 //!
 //! For the Engram model of `exp_throughput` (d_model 64, 2 blocks, Engram at block 1, batch
 //! 16 × 64 tokens; `--quick`: 8 × 32), trains with Engram tables from 2^14 up to 2^30 rows per
-//! layer (2^30 rows × 16 values = 17 B table parameters, a 210 GB table in the crate's record
-//! layout, ten times this machine's RAM) in
+//! layer (2^30 rows × 16 values = 17 B table parameters, a 196 GiB table in the crate's record
+//! layout, eight times this machine's RAM) in
 //! * the resident store (every row in memory; up to 2^24 rows, 3.3 GB),
 //! * the file-backed store (a memory-mapped slab file per table, rows created on first touch),
 //!   with the second core's prefetch and without it,
