@@ -410,26 +410,23 @@ pub fn write(
         write_section(out, TAG_OPTIM, &optim_bytes)?;
         for (t, file) in tables.iter().zip(&files) {
             let head = [t.rows() as u64, t.dim() as u64, t.step(), u64::from(t.layout().code()), u64::from(file.is_some())];
-            match (file, t.resident_records()) {
-                (Some((slots, epoch)), _) => {
-                    let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + 16)?;
-                    for x in head.iter().chain([slots, epoch]) {
-                        s.put(&x.to_le_bytes())?;
-                    }
-                    s.finish()?;
+            // A file-backed table's slots and epoch, or a resident table's records.
+            let file_tail: Vec<u8>;
+            let tail: &[u8] = match file {
+                Some((slots, epoch)) => {
+                    file_tail = [slots, epoch].iter().flat_map(|x| x.to_le_bytes()).collect();
+                    &file_tail
                 }
-                (None, Some(records)) => {
-                    let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + records.len() as u64)?;
-                    for x in head {
-                        s.put(&x.to_le_bytes())?;
-                    }
-                    for chunk in records.chunks(WRITE_CHUNK_BYTES) {
-                        s.put(chunk)?;
-                    }
-                    s.finish()?;
-                }
-                (None, None) => unreachable!("a table is resident or file-backed"),
+                None => t.resident_records().expect("a table without a file is resident"),
+            };
+            let mut s = SectionWriter::begin(out, TAG_TABLE, TABLE_HEADER_BYTES + tail.len() as u64)?;
+            for x in head {
+                s.put(&x.to_le_bytes())?;
             }
+            for chunk in tail.chunks(WRITE_CHUNK_BYTES) {
+                s.put(chunk)?;
+            }
+            s.finish()?;
         }
         write_section(out, TAG_END, &[])
     })?;
@@ -666,7 +663,7 @@ impl Checkpoint {
             if (t.rows(), t.dim()) != (s.rows, s.dim) {
                 return Err(self.incompatible(format!("table {i} is {} × {} in the checkpoint, {} × {} in the model", s.rows, s.dim, t.rows(), t.dim())));
             }
-            if u64::from(t.layout().code()) != u64::from(s.layout) {
+            if t.layout().code() != s.layout {
                 return Err(self.incompatible(format!("table {i} has record layout {} in the checkpoint, {} in the model", s.layout, t.layout().code())));
             }
             let done = match &s.saved {

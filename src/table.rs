@@ -212,11 +212,6 @@ impl EngramTable {
         self.layout
     }
 
-    /// The initialisation.
-    pub fn init(&self) -> Init {
-        self.init
-    }
-
     /// Optimiser steps taken so far.
     pub fn step(&self) -> u64 {
         self.step
@@ -234,11 +229,6 @@ impl EngramTable {
             Store::Resident(_) => self.rows,
             Store::File(s) => s.slots(),
         }
-    }
-
-    /// Bytes of the records held (weights and optimiser state of [`Self::materialised_rows`]).
-    pub fn record_bytes(&self) -> u64 {
-        (self.materialised_rows() * self.layout.record_bytes()) as u64
     }
 
     /// Bytes a file-backed table occupies on disk (file and journal), 0 when resident.
@@ -261,20 +251,11 @@ impl EngramTable {
         }
     }
 
-    /// Row `row`'s weights, widened to f32, into `out` (`dim` values).
-    pub fn row_weights(&self, row: u32, out: &mut [f32]) -> Result<(), TableError> {
-        self.check_rows(&[row])?;
-        let mut v = Vec::with_capacity(self.layout.dim);
-        self.gather(&[row], &mut v)?;
-        out.copy_from_slice(&v);
-        Ok(())
-    }
-
     /// Every row's weights (widened to f32) and optimiser state, row-major, materialising
     /// nothing: untouched rows read as their initial value and a zero state. O(rows) — for
     /// tests and small tables.
     pub fn snapshot(&self) -> (Vec<f32>, Vec<f32>) {
-        let (dim, sw) = (self.layout.dim, self.layout.state_words());
+        let sw = self.layout.state_words();
         let all: Vec<u32> = (0..self.rows as u32).collect();
         let mut weights = Vec::new();
         self.gather(&all, &mut weights).expect("every row is in range");
@@ -288,7 +269,6 @@ impl EngramTable {
                 state[r as usize * sw..(r as usize + 1) * sw].copy_from_slice(st);
             }
         }
-        let _ = dim;
         (weights, state)
     }
 
@@ -332,17 +312,10 @@ impl EngramTable {
     pub fn prefetch(&mut self, update: &[u32], gather: &[u32]) -> Result<(), TableError> {
         self.check_rows(update)?;
         self.check_rows(gather)?;
-        if let Store::File(s) = &mut self.store {
-            s.materialise(update, &self.init)?;
-            s.materialise(gather, &self.init)?;
-            for rows in [update, gather] {
-                self.nslots.clear();
-                self.nslots.extend(rows.iter().map(|&r| s.slot(r).expect("materialised above")));
-                s.touch(&self.nslots);
-            }
-            self.uslots.clear();
-            self.uslots.extend(update.iter().map(|&r| s.slot(r).expect("materialised above")));
-            s.journal(&self.uslots)?;
+        self.ready_slots(update, gather)?;
+        if let Store::File(s) = &self.store {
+            s.touch(&self.uslots);
+            s.touch(&self.nslots);
         }
         Ok(())
     }

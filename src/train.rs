@@ -117,6 +117,8 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     let mut prepared: Option<Prepared> = None;
     let mut spare_batch = HostBatch::default();
     let tokens_per_step = (tc.batch_size * tc.seq_len) as u64;
+    // Only file-backed tables have rows to prefetch (a resident table's prefetch is a no-op).
+    let prefetch = opts.prefetch_tables && hosts.iter().any(|h| h.table().is_file_backed());
     let t_train = Instant::now();
     let eval_device = device.clone().without_autodiff();
     drop(setup_turn);
@@ -148,7 +150,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         // this thread runs the forward and backward passes, then updates the tables while this
         // thread steps the backbone's optimiser.
         let parallel = !(hosts.is_empty() || opts.sequential || crate::runtime::n_threads() < 2);
-        let current: Vec<Vec<u32>> = if parallel && opts.prefetch_tables { looks.iter().map(|l| l.uniq().to_vec()).collect() } else { Vec::new() };
+        let current: Vec<Vec<u32>> = if parallel && prefetch { looks.iter().map(|l| l.uniq().to_vec()).collect() } else { Vec::new() };
         let (hosts_ref, batcher_ref) = (&mut hosts, &mut batcher);
         let stepped = std::thread::scope(|scope| -> Result<(Transformer, Option<Prepared>, f32), TrainError> {
             let (ahead, mut idle) = if parallel {
@@ -160,7 +162,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                     hosts: hosts_ref,
                     current,
                     last: step + 1 == tc.steps,
-                    prefetch: opts.prefetch_tables,
+                    prefetch,
                 };
                 (Some(scope.spawn(move || step::make_ahead(a))), None)
             } else {
