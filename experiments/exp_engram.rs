@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use engram::data::DataConfig;
 use engram::engram::EngramConfig;
-use engram::experiment::{exit_with, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord};
+use engram::experiment::{exit_with, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord, ScienceSetup};
 use engram::model::ModelConfig;
 use engram::metrics::{read_metrics, val_bpb_curve};
 use engram::report::table::{render, si};
@@ -62,16 +62,8 @@ fn plan(quick: bool, seed: u64, steps: Option<usize>) -> Plan {
             baselines: vec![(32, 1, 2), (48, 2, 2), (64, 2, 4)],
             backbone: 0,
             table_sizes: vec![256, 2048, 16_384],
-            train: TrainConfig {
-                steps: steps.unwrap_or(40),
-                batch_size: 8,
-                seq_len: 32,
-                warmup_steps: 5,
-                eval_every: 20,
-                eval_windows: 32,
-                seed,
-                ..TrainConfig::default()
-            },
+            // The science experiments' quick recipe (40 steps of 8 × 32 tokens).
+            train: TrainConfig { seed, ..ScienceSetup::new(true, 0, steps).train },
             vocab_size: 1024,
         }
     } else {

@@ -13,6 +13,7 @@ use super::layout::{headroom_fraction, pick_corners, y_label_area, Corner, CHART
 use super::output::{save, Figure};
 use super::scale::{fmt_auto, Axis, TickedRange, PAD_FRACTION, Y_TICKS};
 use super::theme::{font, palette, AXIS_DESC_FONT, CHART_SIZE, LEGEND_FONT, MARGIN, TICK_FONT, TITLE_FONT};
+use super::error_bars::{draw_error_bars, ErrorBar};
 use super::types::{drawing_err, invalid, Bar, PlotError};
 
 const BAR_ERR_CAP_HALF: i32 = 8;
@@ -257,28 +258,10 @@ impl Figure for BarFigure<'_> {
             )
         }))
         .map_err(drawing_err)?;
-        let err_style = BLACK.stroke_width(2);
-        let mut stems = Vec::new();
-        let mut caps = Vec::new();
-        for (i, b) in self.bars.iter().enumerate() {
-            let Some(e) = b.err else { continue };
-            let c = i as f64;
-            stems.push(PathElement::new(
-                vec![(c, b.value - e), (c, b.value + e)],
-                err_style,
-            ));
-            for end in [b.value - e, b.value + e] {
-                caps.push(
-                    EmptyElement::at((c, end))
-                        + PathElement::new(
-                            vec![(-BAR_ERR_CAP_HALF, 0), (BAR_ERR_CAP_HALF, 0)],
-                            err_style,
-                        ),
-                );
-            }
-        }
-        ctx.draw_series(stems).map_err(drawing_err)?;
-        ctx.draw_series(caps).map_err(drawing_err)?;
+        let bars: Vec<ErrorBar> = (self.bars.iter().enumerate())
+            .filter_map(|(i, b)| b.err.map(|e| ErrorBar { x: i as f64, bottom: b.value - e, top: b.value + e, bottom_cap: true }))
+            .collect();
+        draw_error_bars(&mut ctx, &bars, BLACK.stroke_width(2), BAR_ERR_CAP_HALF)?;
 
         if let Some((name, r)) = self.reference {
             let ref_color = RGBColor(200, 30, 30);

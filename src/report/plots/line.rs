@@ -7,6 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::clean::{clean_chart, x_values, y_values, CleanSeries};
+use super::error_bars::{draw_error_bars, ErrorBar};
 use super::layout::{draw_annotations, place_boxes, x_label_area, y_label_area, Boxes, CHART_PLOT_HEIGHT};
 use super::output::{save, Figure};
 use super::scale::{Axis, X_TICKS, Y_TICKS};
@@ -161,35 +162,15 @@ impl Panel<'_> {
                 .iter()
                 .map(|&(a, b)| (x.to_axis(a), y.to_axis(b)))
                 .collect();
-            let bar_style = color.stroke_width(1);
-            let mut stems = Vec::new();
-            let mut caps = Vec::new();
-            for (&(a, b), e) in s.points.iter().zip(&s.errs) {
-                let Some(e) = *e else { continue };
-                let ax = x.to_axis(a);
-                let top = y.to_axis(b + e);
-                // On a log axis an error bar reaching zero or below is cut at the plot bottom.
-                let bottom = if y.log && b - e <= 0.0 {
-                    None
-                } else {
-                    Some(y.to_axis(b - e))
-                };
-                stems.push(PathElement::new(
-                    vec![(ax, bottom.unwrap_or(y.lo)), (ax, top)],
-                    bar_style,
-                ));
-                for end in std::iter::once(top).chain(bottom) {
-                    caps.push(
-                        EmptyElement::at((ax, end))
-                            + PathElement::new(
-                                vec![(-ERR_CAP_HALF, 0), (ERR_CAP_HALF, 0)],
-                                bar_style,
-                            ),
-                    );
-                }
-            }
-            ctx.draw_series(stems).map_err(drawing_err)?;
-            ctx.draw_series(caps).map_err(drawing_err)?;
+            let bars: Vec<ErrorBar> = (s.points.iter().zip(&s.errs))
+                .filter_map(|(&(a, b), e)| {
+                    let e = (*e)?;
+                    // On a log axis an error bar reaching zero or below is cut at the plot bottom.
+                    let cut = y.log && b - e <= 0.0;
+                    Some(ErrorBar { x: x.to_axis(a), bottom: if cut { y.lo } else { y.to_axis(b - e) }, top: y.to_axis(b + e), bottom_cap: !cut })
+                })
+                .collect();
+            draw_error_bars(&mut ctx, &bars, color.stroke_width(1), ERR_CAP_HALF)?;
 
             let line = s.src.style != Style::Points;
             let marks = s.src.style != Style::Line;

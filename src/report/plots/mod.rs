@@ -20,6 +20,7 @@
 //! * `types.rs`: what a figure shows ([`Chart`], [`Series`], [`HBand`], [`Bar`], [`Style`]) and
 //!   [`PlotError`];
 //! * `clean.rs`: validating a chart's data and dropping non-finite points;
+//! * `error_bars.rs`: the vertical error bars both bar and line charts draw;
 //! * `scale.rs`: axes in data or log10 space, their ticks and tick labels;
 //! * `layout.rs`: where the legend and the annotation box go, label areas, annotation boxes;
 //! * `theme.rs`: the bundled font, text sizes, figure sizes and the colour palette;
@@ -29,6 +30,7 @@
 
 mod bar;
 mod clean;
+mod error_bars;
 mod layout;
 mod line;
 mod output;
