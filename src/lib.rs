@@ -51,6 +51,7 @@ pub mod engram;
 pub mod eval;
 pub mod experiment;
 pub mod hashing;
+pub mod interop;
 pub mod metrics;
 pub mod model;
 pub mod ops;

@@ -25,6 +25,7 @@ pub use error::TrainError;
 pub use evaluate::evaluate;
 pub use outcome::{DataStats, RunOptions, RunResult};
 pub use step::{engram_hashing, table_file, TABLE_DIR};
+pub(crate) use step::engram_hosts;
 
 use crate::checkpoint::{self, Progress};
 use crate::config::ExperimentConfig;

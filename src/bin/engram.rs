@@ -29,7 +29,8 @@ const EXAMPLES: &str = "Examples:
   engram train --print-config tiny > tiny.json
   engram train --config tiny.json --out runs/tiny
   engram train --resume runs/tiny
-  engram tokenizer train --vocab-size 4096";
+  engram tokenizer train --vocab-size 4096
+  engram export --run runs/tiny --out tiny.safetensors";
 
 const TRAIN_EXAMPLES: &str = "Examples:
   engram train --print-config tiny > tiny.json     # a complete config to edit
@@ -62,6 +63,52 @@ enum Command {
     /// Train the corpus tokenizer (byte-level BPE).
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Export a finished run to safetensors: every weight (the Engram layers named as in the
+    /// reference demo) and the hash constants in the metadata; with `--probe`, also the row
+    /// ids and the Engram layers' inputs and outputs for one text, for checking another
+    /// implementation (`tests/parity/engram_parity.py` does it with numpy).
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
+}
+
+const EXPORT_EXAMPLES: &str = "Examples:
+  engram export --run runs/tiny --out tiny.safetensors
+  engram export --run runs/tiny --out tiny.safetensors --probe \"Only Alexander the Great\" --probe-out probe.safetensors
+  python3 tests/parity/engram_parity.py tiny.safetensors probe.safetensors";
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// A finished run directory (written by `engram train` or an experiment binary).
+    #[arg(long)]
+    run: PathBuf,
+    /// The safetensors file to write (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// A text to probe: its token ids, row ids and the Engram layers' inputs and outputs.
+    #[arg(long, requires = "probe_out")]
+    probe: Option<String>,
+    /// Where to write the probe (safetensors).
+    #[arg(long, requires = "probe")]
+    probe_out: Option<PathBuf>,
+    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let device = device_from_name(&args.device)?;
+    let run = engram::interop::LoadedRun::load(&args.run, &device)?;
+    // A probe text that cannot be probed is refused before anything is written.
+    if let Some(text) = &args.probe {
+        engram::interop::encode_text(&run, text)?;
+    }
+    let s = engram::interop::export(&run, &args.out)?;
+    println!("{}: {} tensors, {} bytes", s.path.display(), s.tensors, s.bytes);
+    if let (Some(text), Some(out)) = (&args.probe, &args.probe_out) {
+        let t = engram::interop::probe(&run, text, out, &device)?;
+        println!("{}: probe of {t} tokens", out.display());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -382,6 +429,7 @@ fn main() -> ExitCode {
         Command::Hash(args) => hash(args),
         Command::Train(args) => train(args),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
+        Command::Export(args) => export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

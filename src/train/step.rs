@@ -95,7 +95,7 @@ pub const TABLE_DIR: &str = "tables";
 /// seed, sharing the batcher's hasher and compression. File-backed tables live in
 /// [`table_file`]s of `run_dir`: created afresh, or opened as they are for a resumed run
 /// (`resume`), whose checkpoint then restores them.
-pub(super) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64, run_dir: &Path, resume: bool) -> Result<Vec<EngramHost>, TrainError> {
+pub(crate) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64, run_dir: &Path, resume: bool) -> Result<Vec<EngramHost>, TrainError> {
     let (Some(e), Some(h)) = (&model.engram, hashing) else { return Ok(Vec::new()) };
     let (hasher, compress): (Arc<NgramHasher>, Arc<[u32]>) = (Arc::new(h.hasher.clone()), h.compress.clone().into());
     let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update };
