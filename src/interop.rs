@@ -1,5 +1,7 @@
-//! A trained run outside this crate: safetensors export with the hash constants, and a probe
-//! of the Engram layers' inputs and outputs for checking another implementation.
+//! A trained run outside this crate: safetensors export with the hash constants, a probe of the
+//! Engram layers' inputs and outputs for checking another implementation, and import of an
+//! exported file back into a run directory ([`import()`], checked tensor by tensor and key by
+//! key; see its module).
 //!
 //! # The exported file (`format` = `engram-rs/1`)
 //! Tensors (little-endian, C order):
@@ -41,12 +43,19 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::config::ExperimentConfig;
 use crate::data::PreparedData;
 use crate::engram::{EngramControl, EngramHost};
+use crate::hashing::NgramHasher;
 use crate::model::Transformer;
 use crate::run_dir::{write_atomic_with, RunDirError};
 use crate::train::TrainError;
 
-/// Rows of a table written per chunk (a few MB at most).
+mod import;
+
+pub use import::{import, ImportSummary};
+
+/// Rows of a table written or read per chunk (a few MB at most).
 const TABLE_CHUNK_ROWS: usize = 1 << 16;
+/// The `format` metadata value of an exported model.
+pub const FORMAT: &str = "engram-rs/1";
 
 /// Why a run could not be exported or probed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +96,43 @@ pub enum InteropError {
     /// Writing the file.
     #[error(transparent)]
     Write(#[from] RunDirError),
+    /// The file to import cannot be read or is not a safetensors file.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor of the file to import is missing or does not fit the model.
+    #[error("{}: tensor {name}: {reason}", path.display())]
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A metadata key of the file to import is missing or disagrees with its config.
+    #[error("{}: metadata key {key}: {reason}", path.display())]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory to import into.
+    #[error("--out {}: {reason}", path.display())]
+    Out {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
 }
 
 /// A finished run loaded for use: its config, data (tokenizer, compression), model and tables.
@@ -123,10 +169,6 @@ impl LoadedRun {
         let mut hosts = crate::train::engram_hosts(&cfg.model, hashing.as_ref(), cfg.train.seed, dir, true)?;
         ck.load_tables(&mut hosts.iter_mut().map(EngramHost::table_mut).collect::<Vec<_>>())?;
         Ok(Self { dir: dir.to_path_buf(), cfg, data, model, hosts })
-    }
-
-    fn engram_blocks(&self) -> Vec<usize> {
-        self.model.blocks.iter().enumerate().filter(|(_, b)| b.engram.is_some()).map(|(i, _)| i).collect()
     }
 
     fn check_exportable(&self) -> Result<(), InteropError> {
@@ -240,85 +282,161 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serialisable")
 }
 
+/// How an Engram parameter is laid out in the file relative to burn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileLayout {
+    /// As in burn.
+    Same,
+    /// A `Linear` weight: burn `[in, out]`, the file PyTorch's `[out, in]`.
+    Transposed,
+    /// The depthwise conv weight: burn `[C, k]`, the file PyTorch's `[C, 1, k]`.
+    Conv,
+}
+
+/// The file name (under `engram.L.`) and layout of the Engram layer parameter at `suffix`,
+/// its burn module path inside the layer (`value.weight`, `keys.0.bias`, `conv_weight` …).
+fn engram_file_name(suffix: &str) -> Option<(String, FileLayout)> {
+    if suffix == "conv_weight" {
+        return Some(("short_conv.conv.weight".into(), FileLayout::Conv));
+    }
+    let (head, leaf) = suffix.rsplit_once('.')?;
+    let (module, index) = match head.split_once('.') {
+        Some((m, i)) => (m, Some(i)),
+        None => (head, None),
+    };
+    let linear = |name: String| match leaf {
+        "weight" => Some((format!("{name}.weight"), FileLayout::Transposed)),
+        "bias" => Some((format!("{name}.bias"), FileLayout::Same)),
+        _ => None,
+    };
+    let norm = |name: String| (leaf == "gamma").then(|| (format!("{name}.weight"), FileLayout::Same));
+    match (module, index) {
+        ("value", None) => linear("value_proj".into()),
+        ("keys", Some(m)) => linear(format!("key_projs.{m}")),
+        ("norm_key", Some(m)) => norm(format!("norm1.{m}")),
+        ("norm_query", Some(m)) => norm(format!("norm2.{m}")),
+        ("conv_norm", Some(m)) => norm(format!("short_conv.norms.{m}")),
+        _ => None,
+    }
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]`.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = v[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Where a model parameter goes in the file: the file tensor's name and layout. Parameters of
+/// the Engram layer in block `blocks[l]` go under `engram.l.`, the others under `backbone.`.
+fn file_name_of(path: &str, blocks: &[usize]) -> Result<(String, FileLayout), InteropError> {
+    for (l, b) in blocks.iter().enumerate() {
+        if let Some(suffix) = path.strip_prefix(&format!("blocks.{b}.engram.")) {
+            return engram_file_name(suffix)
+                .map(|(name, layout)| (format!("engram.{l}.{name}"), layout))
+                .ok_or_else(|| InteropError::Unsupported(format!("the Engram parameter {path} has no name in the exported format")));
+        }
+    }
+    Ok((format!("backbone.{path}"), FileLayout::Same))
+}
+
+/// The hash constants and layer settings of a model with Engram (the `engram.*` metadata keys),
+/// with the run's config and tokenizer: what [`export`] writes and [`import`] checks.
+fn metadata_of(cfg: &ExperimentConfig, data: &PreparedData, hasher: Option<&NgramHasher>, model: &Transformer) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("config".into(), json(cfg));
+    meta.insert("tokenizer.kind".into(), cfg.data.tokenizer.name().to_string());
+    meta.insert("tokenizer.sha256".into(), data.tokenizer_sha256.clone().unwrap_or_default());
+    let (Some(e), Some(hasher)) = (&cfg.model.engram, hasher) else { return meta };
+    let hc = hasher.config();
+    meta.insert("engram.layer_ids".into(), json(&hc.layer_ids));
+    meta.insert("engram.max_ngram_size".into(), hc.max_ngram_size.to_string());
+    meta.insert("engram.n_head_per_ngram".into(), hc.n_head_per_ngram.to_string());
+    meta.insert("engram.seed".into(), hc.seed.to_string());
+    meta.insert("engram.pad_id".into(), data.pad_id.to_string());
+    meta.insert("engram.pad_compressed".into(), hasher.pad_compressed().to_string());
+    meta.insert("engram.compressed_vocab_size".into(), hasher.compressed_vocab_size().to_string());
+    meta.insert("engram.d_head".into(), e.d_head.to_string());
+    meta.insert("engram.hc_mult".into(), e.hc_mult.to_string());
+    meta.insert("engram.kernel_size".into(), e.kernel_size.to_string());
+    meta.insert("engram.gate".into(), e.gate.to_string());
+    meta.insert("engram.short_conv".into(), e.short_conv.to_string());
+    meta.insert("engram.norm_eps_gate".into(), format!("{:e}", crate::engram::GATE_NORM_EPS));
+    meta.insert("engram.norm_eps_conv".into(), format!("{:e}", crate::engram::SHORT_CONV_NORM_EPS));
+    let dilation = model.blocks.iter().find_map(|b| b.engram.as_ref()).map_or(0, |g| g.dilation);
+    meta.insert("engram.dilation".into(), dilation.to_string());
+    for (l, layer) in hasher.layers().iter().enumerate() {
+        meta.insert(format!("engram.{l}.multipliers"), json(&layer.multipliers));
+        meta.insert(format!("engram.{l}.half_bound"), layer.half_bound.to_string());
+        meta.insert(format!("engram.{l}.primes"), json(&layer.primes));
+        meta.insert(format!("engram.{l}.offsets"), json(&layer.offsets));
+        meta.insert(format!("engram.{l}.total_rows"), layer.total_rows.to_string());
+    }
+    meta
+}
+
+/// The compression map as exported: model id → compressed id (the identity without
+/// compression).
+fn compression_map(cfg: &ExperimentConfig, data: &PreparedData) -> Vec<i64> {
+    match &cfg.model.engram {
+        Some(e) if e.compression => data.compression.iter().map(|&c| i64::from(c)).collect(),
+        _ => (0..data.vocab_size as i64).collect(),
+    }
+}
+
+/// The blocks that hold an Engram layer, in order.
+fn engram_blocks(model: &Transformer) -> Vec<usize> {
+    model.blocks.iter().enumerate().filter(|(_, b)| b.engram.is_some()).map(|(i, _)| i).collect()
+}
+
 /// Export `run` to the safetensors file `out` (see the module docs for its contents).
 pub fn export(run: &LoadedRun, out: &Path) -> Result<ExportSummary, InteropError> {
     run.check_exportable()?;
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "engram-rs/1".to_string());
-    meta.insert("config".into(), json(&run.cfg));
-    meta.insert("tokenizer.kind".into(), run.cfg.data.tokenizer.name().to_string());
-    meta.insert("tokenizer.sha256".into(), run.data.tokenizer_sha256.clone().unwrap_or_default());
+    let hasher = run.hosts.first().map(EngramHost::hasher);
+    let meta = metadata_of(&run.cfg, &run.data, hasher, &run.model);
+    let blocks = engram_blocks(&run.model);
     let mut entries = Vec::new();
-    // The backbone: every parameter outside the Engram layers, by module path.
-    for t in run.model.clone().without_engram().collect(None, None, true) {
-        let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| InteropError::Unsupported(format!("reading a backbone tensor: {e:?}")))?;
-        let dtype = match dtype {
-            burn::tensor::DType::F32 => "F32",
-            other => return Err(InteropError::Unsupported(format!("backbone tensor {name} has dtype {other:?}; only f32 is exported"))),
-        };
-        entries.push(Entry { name: format!("backbone.{name}"), dtype, shape: shape.to_vec(), payload: Payload::Bytes(bytes.to_vec()) });
-    }
-    if let (Some(e), Some(host0)) = (&run.cfg.model.engram, run.hosts.first()) {
-        let hasher = host0.hasher();
-        let hc = hasher.config();
-        meta.insert("engram.layer_ids".into(), json(&hc.layer_ids));
-        meta.insert("engram.max_ngram_size".into(), hc.max_ngram_size.to_string());
-        meta.insert("engram.n_head_per_ngram".into(), hc.n_head_per_ngram.to_string());
-        meta.insert("engram.seed".into(), hc.seed.to_string());
-        meta.insert("engram.pad_id".into(), run.data.pad_id.to_string());
-        meta.insert("engram.pad_compressed".into(), hasher.pad_compressed().to_string());
-        meta.insert("engram.compressed_vocab_size".into(), hasher.compressed_vocab_size().to_string());
-        meta.insert("engram.d_head".into(), e.d_head.to_string());
-        meta.insert("engram.hc_mult".into(), e.hc_mult.to_string());
-        meta.insert("engram.kernel_size".into(), e.kernel_size.to_string());
-        meta.insert("engram.gate".into(), e.gate.to_string());
-        meta.insert("engram.short_conv".into(), e.short_conv.to_string());
-        meta.insert("engram.norm_eps_gate".into(), format!("{:e}", crate::engram::GATE_NORM_EPS));
-        meta.insert("engram.norm_eps_conv".into(), format!("{:e}", crate::engram::SHORT_CONV_NORM_EPS));
-        let compress = &run.data.compression;
-        let compress: Vec<i64> = if e.compression { compress.iter().map(|&c| c as i64).collect() } else { (0..run.data.vocab_size as i64).collect() };
-        entries.push(Entry { name: "engram.compression_map".into(), dtype: "I64", shape: vec![compress.len()], payload: Payload::Bytes(i64_bytes(compress)) });
-        let blocks = run.engram_blocks();
-        let mut dilation = 0;
-        for (l, (layer, &b)) in hasher.layers().iter().zip(&blocks).enumerate() {
-            meta.insert(format!("engram.{l}.multipliers"), json(&layer.multipliers));
-            meta.insert(format!("engram.{l}.half_bound"), layer.half_bound.to_string());
-            meta.insert(format!("engram.{l}.primes"), json(&layer.primes));
-            meta.insert(format!("engram.{l}.offsets"), json(&layer.offsets));
-            meta.insert(format!("engram.{l}.total_rows"), layer.total_rows.to_string());
-            let table = run.hosts[l].table();
-            entries.push(Entry { name: format!("engram.{l}.multi_head_embedding.embedding.weight"), dtype: "F32", shape: vec![table.rows(), e.d_head], payload: Payload::Table(l) });
-            let g = run.model.blocks[b].engram.as_ref().expect("an Engram block");
-            dilation = g.dilation;
-            let p = |s: &str| format!("engram.{l}.{s}");
-            push_f32(&mut entries, p("value_proj.weight"), g.value.weight.val().transpose());
-            if let Some(bias) = &g.value.bias {
-                push_f32(&mut entries, p("value_proj.bias"), bias.val());
-            }
-            for (m, k) in g.keys.iter().enumerate() {
-                push_f32(&mut entries, p(&format!("key_projs.{m}.weight")), k.weight.val().transpose());
-                if let Some(bias) = &k.bias {
-                    push_f32(&mut entries, p(&format!("key_projs.{m}.bias")), bias.val());
-                }
-            }
-            for (m, n) in g.norm_key.iter().enumerate() {
-                push_f32(&mut entries, p(&format!("norm1.{m}.weight")), n.gamma.val());
-            }
-            for (m, n) in g.norm_query.iter().enumerate() {
-                push_f32(&mut entries, p(&format!("norm2.{m}.weight")), n.gamma.val());
-            }
-            let w = g.conv_weight.val();
-            let [c, k] = w.dims();
-            push_f32(&mut entries, p("short_conv.conv.weight"), w.reshape([c, 1, k]));
-            for (m, n) in g.conv_norm.iter().enumerate() {
-                push_f32(&mut entries, p(&format!("short_conv.norms.{m}.weight")), n.gamma.val());
-            }
+    // Every parameter by module path: the backbone's as burn holds them, the Engram layers'
+    // under the demo's names in PyTorch layouts.
+    for t in run.model.collect(None, None, true) {
+        let (path, dtype, shape, _, bytes) = t.into_parts().map_err(|e| InteropError::Unsupported(format!("reading a model tensor: {e:?}")))?;
+        if dtype != burn::tensor::DType::F32 {
+            return Err(InteropError::Unsupported(format!("model tensor {path} has dtype {dtype:?}; only f32 is exported")));
         }
-        meta.insert("engram.dilation".into(), dilation.to_string());
+        let (name, layout) = file_name_of(&path, &blocks)?;
+        let shape = shape.to_vec();
+        let (shape, bytes) = match (layout, &shape[..]) {
+            (FileLayout::Same, _) => (shape, bytes.to_vec()),
+            (FileLayout::Transposed, &[i, o]) => {
+                let v: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+                (vec![o, i], f32_bytes(&transpose(&v, i, o)))
+            }
+            (FileLayout::Conv, &[c, k]) => (vec![c, 1, k], bytes.to_vec()),
+            _ => return Err(InteropError::Unsupported(format!("model tensor {path} has shape {shape:?}, not 2-D"))),
+        };
+        entries.push(Entry { name, dtype: "F32", shape, payload: Payload::Bytes(bytes) });
+    }
+    if let Some(hasher) = hasher {
+        let compress = compression_map(&run.cfg, &run.data);
+        entries.push(Entry { name: "engram.compression_map".into(), dtype: "I64", shape: vec![compress.len()], payload: Payload::Bytes(i64_bytes(compress)) });
+        for l in 0..hasher.layers().len() {
+            let table = run.hosts[l].table();
+            entries.push(Entry { name: table_name(l), dtype: "F32", shape: vec![table.rows(), table.dim()], payload: Payload::Table(l) });
+        }
     }
     write_safetensors(out, &entries, &meta, &run.hosts)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(ExportSummary { path: out.to_path_buf(), tensors: entries.len(), bytes })
+}
+
+/// The file name of Engram layer `l`'s table.
+fn table_name(l: usize) -> String {
+    format!("engram.{l}.multi_head_embedding.embedding.weight")
 }
 
 /// Model token ids of `text` (the run's tokenizer; one sequence, no boundary token).

@@ -493,6 +493,55 @@ impl EngramTable {
         Ok(())
     }
 
+    /// Set the weights of the rows `first..first + n` to `weights` (`[n, dim]`, row-major)
+    /// with a zero optimiser state — what importing trained weights does (the step counter is
+    /// left as it is). Returns how many rows were written. A file-backed table skips the rows
+    /// that have no record and whose weights equal their initial value bit for bit (reading
+    /// them gives those weights already), so importing a table whose rows were mostly never
+    /// trained creates records only for the trained ones. A bf16 table refuses a value it
+    /// cannot hold exactly ([`TableError::NotBf16`]); rows before the refused one are written.
+    pub fn load_weights(&mut self, first: usize, weights: &[f32]) -> Result<usize, TableError> {
+        let dim = self.layout.dim;
+        if dim == 0 || !weights.len().is_multiple_of(dim) {
+            return Err(TableError::DataShape { got: weights.len(), expected: weights.len().div_ceil(dim.max(1)) * dim });
+        }
+        let n = weights.len() / dim;
+        if first + n > self.rows {
+            return Err(TableError::RowOutOfRange { row: (first + n - 1) as u32, rows: self.rows });
+        }
+        let rows: Vec<u32> = match &self.store {
+            Store::Resident(_) => (first as u32..(first + n) as u32).collect(),
+            Store::File(s) => {
+                let mut init = vec![0f32; dim];
+                (0..n)
+                    .filter(|&i| {
+                        let r = (first + i) as u32;
+                        if s.slot(r).is_some() {
+                            return true;
+                        }
+                        self.layout.init_weights(r, &self.init, &mut init);
+                        init.iter().zip(&weights[i * dim..(i + 1) * dim]).any(|(a, b)| a.to_bits() != b.to_bits())
+                    })
+                    .map(|i| (first + i) as u32)
+                    .collect()
+            }
+        };
+        self.ready_slots(&rows, &[])?;
+        let (base, rw) = (self.base(), self.layout.record_words());
+        for (k, &r) in rows.iter().enumerate() {
+            let s = match &self.store {
+                Store::Resident(_) => r,
+                Store::File(_) => self.uslots[k],
+            };
+            let i = r as usize - first;
+            // SAFETY: `s` is a record of this table; `&mut self` excludes other access.
+            let rec = unsafe { std::slice::from_raw_parts_mut(base.add(s as usize * rw), rw) };
+            let w = &weights[i * dim..(i + 1) * dim];
+            self.layout.write_record(r, w, rec).map_err(|j| TableError::NotBf16 { row: r, element: j, value: w[j] })?;
+        }
+        Ok(rows.len())
+    }
+
     /// The resident records, for a checkpoint (`None` when file-backed).
     pub fn resident_records(&self) -> Option<&[u8]> {
         match &self.store {

@@ -4,6 +4,8 @@
 //!   reference demo (`engram_demo_v1.py`) for the `deepseek-v3-demo` preset.
 //! * `engram train` trains one model from a JSON config into a run directory, continues an
 //!   interrupted run from its checkpoint, or prints an example config.
+//! * `engram export` writes a finished run to safetensors (with a probe for checking another
+//!   implementation); `engram import` reads such a file back into a run directory.
 //! * `engram tokenizer train` trains the corpus BPE on the training books (the shipped
 //!   `data/tokenizer/bpe-<V>.json` are made by it).
 
@@ -30,7 +32,8 @@ const EXAMPLES: &str = "Examples:
   engram train --config tiny.json --out runs/tiny
   engram train --resume runs/tiny
   engram tokenizer train --vocab-size 4096
-  engram export --run runs/tiny --out tiny.safetensors";
+  engram export --run runs/tiny --out tiny.safetensors
+  engram import tiny.safetensors --out runs/tiny-imported";
 
 const TRAIN_EXAMPLES: &str = "Examples:
   engram train --print-config tiny > tiny.json     # a complete config to edit
@@ -69,6 +72,36 @@ enum Command {
     /// implementation (`tests/parity/engram_parity.py` does it with numpy).
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Import a model written by `engram export` into a new run directory, checking every
+    /// tensor's name, dtype and shape and the hash constants against the config in the file;
+    /// the directory is a finished run (weights only: the optimiser starts afresh) that
+    /// `engram export` and `engram train --resume` (its final evaluation) take.
+    #[command(after_help = IMPORT_EXAMPLES)]
+    Import(ImportArgs),
+}
+
+const IMPORT_EXAMPLES: &str = "Examples:
+  engram import tiny.safetensors --out runs/tiny-imported
+  engram train --resume runs/tiny-imported   # evaluates it on the held-out books, writes summary.json";
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The safetensors file (written by `engram export`).
+    file: PathBuf,
+    /// The run directory to create (must not exist, or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let device = device_from_name(&args.device)?;
+    let s = engram::interop::import(&args.file, &args.out, &device)?;
+    let tables: Vec<String> = s.table_rows.iter().map(|(rows, written)| format!("{written} of {rows} rows")).collect();
+    println!("{}: {} tensors imported{}", s.dir.display(), s.tensors, if tables.is_empty() { String::new() } else { format!("; tables: {}", tables.join(", ")) });
+    Ok(())
 }
 
 const EXPORT_EXAMPLES: &str = "Examples:
@@ -430,6 +463,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train(args),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
         Command::Export(args) => export(args),
+        Command::Import(args) => import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

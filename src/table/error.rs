@@ -63,6 +63,16 @@ pub enum TableError {
         /// What differs.
         reason: String,
     },
+    /// A value loaded into a bf16 table is not a bf16 value.
+    #[error("row {row}, element {element}: {value:e} is not a bfloat16 value, and the table stores bf16 weights")]
+    NotBf16 {
+        /// The row.
+        row: u32,
+        /// The element in the row.
+        element: usize,
+        /// The value.
+        value: f32,
+    },
     /// The operation needs the table in memory.
     #[error("{what} needs a resident table (store = resident); this one is file-backed")]
     NeedsResident {

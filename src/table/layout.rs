@@ -260,6 +260,34 @@ impl RowLayout {
         }
     }
 
+    /// Overwrite record `rec` with row `row`, the weights `w` and a zero optimiser state (an
+    /// imported row: trained weights, no optimiser history). A bf16 table takes only values
+    /// that bf16 holds exactly; the first that it does not is returned as `Err(index)`, and
+    /// the record is then unchanged.
+    pub(crate) fn write_record(&self, row: u32, w: &[f32], rec: &mut [u32]) -> Result<(), usize> {
+        let ww = self.weight_words();
+        if self.weights == WeightFormat::Bf16 {
+            if let Some(j) = w.iter().position(|&x| u32::from(bf16_nearest(x)) << 16 != x.to_bits()) {
+                return Err(j);
+            }
+        }
+        rec[0] = row;
+        match self.weights {
+            WeightFormat::F32 => rec[1..1 + ww].copy_from_slice(bytemuck::cast_slice(w)),
+            WeightFormat::Bf16 => {
+                let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut rec[1..1 + ww]);
+                for (h, &x) in halves.iter_mut().zip(w) {
+                    *h = bf16_nearest(x);
+                }
+                if self.dim % 2 == 1 {
+                    halves[self.dim] = 0;
+                }
+            }
+        }
+        rec[1 + ww..].fill(0);
+        Ok(())
+    }
+
     /// The weights of record `rec`, widened to f32, into `out`.
     #[inline(always)]
     pub(crate) fn read_weights(&self, rec: &[u32], out: &mut [f32]) {

@@ -323,3 +323,53 @@ fn a_file_backed_table_returns_to_its_checkpoint_from_the_journal() {
     assert!(e.to_string().contains("rows 5000 in the file, 5001 in this config"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn load_weights_sets_rows_and_clears_their_state() {
+    let mut t = EngramTable::new(100, 4, 0.5, 3);
+    let uniq = [10, 11, 12];
+    t.adam_step(&uniq, &grads_for(&uniq, 4, 0.0), 1e-2, &TableAdam::default(), UpdateMode::Sparse).unwrap();
+    let new: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect();
+    assert_eq!(t.load_weights(11, &new), Ok(2));
+    let (w, (m, v)) = (t.weights(), t.moments());
+    assert_eq!(&w[11 * 4..13 * 4], &new[..]);
+    assert!(m[11 * 4..13 * 4].iter().chain(&v[11 * 4..13 * 4]).all(|&x| x == 0.0), "the loaded rows keep optimiser state");
+    assert!(m[10 * 4..11 * 4].iter().any(|&x| x != 0.0), "a row not loaded lost its state");
+    assert_eq!(t.step(), 1);
+    assert_eq!(t.load_weights(99, &new), Err(TableError::RowOutOfRange { row: 100, rows: 100 }));
+    assert!(matches!(t.load_weights(0, &new[..3]), Err(TableError::DataShape { .. })));
+}
+
+#[test]
+fn load_weights_gives_file_records_only_to_changed_rows() {
+    let dir = scratch_dir("load");
+    let layout = RowLayout { dim: 6, optimizer: TableOptimizer::RowWise, weights: WeightFormat::F32 };
+    let init = Init { seed: 9, std: 0.02 };
+    let mut file = EngramTable::open_file(&dir.join("t.slab"), 10_000, layout, init, true).unwrap();
+    // Rows 5000..5010 at their initial value: no record is created.
+    let resident = EngramTable::with_layout(10_000, layout, init);
+    let mut block = Vec::new();
+    resident.gather(&(5000..5010).collect::<Vec<_>>(), &mut block).unwrap();
+    assert_eq!(file.load_weights(5000, &block), Ok(0));
+    assert_eq!(file.materialised_rows(), 0);
+    // One changed value: that row alone gets a record, and reads back as loaded.
+    block[3 * 6 + 2] += 1.0;
+    assert_eq!(file.load_weights(5000, &block), Ok(1));
+    assert_eq!(file.materialised_rows(), 1);
+    let mut back = Vec::new();
+    file.gather(&(5000..5010).collect::<Vec<_>>(), &mut back).unwrap();
+    assert_eq!(back, block);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn load_weights_refuses_values_a_bf16_table_cannot_hold() {
+    let layout = RowLayout { dim: 3, optimizer: TableOptimizer::RowWise, weights: WeightFormat::Bf16 };
+    let mut t = EngramTable::with_layout(10, layout, Init { seed: 1, std: 0.02 });
+    // bf16 values (8 significant bits) load exactly.
+    assert_eq!(t.load_weights(2, &[0.5, -1.25, 3.0]), Ok(1));
+    assert_eq!(&t.weights()[6..9], &[0.5, -1.25, 3.0]);
+    // 1 + 2^-10 needs more bits: refused, naming row and element.
+    let e = t.load_weights(4, &[1.0, 1.0 + 1.0 / 1024.0, 0.0]).unwrap_err();
+    assert_eq!(e, TableError::NotBf16 { row: 4, element: 1, value: 1.0 + 1.0 / 1024.0 });
+}
