@@ -49,6 +49,12 @@ pub struct TrainConfig {
     /// write checkpoints ([`RunOptions::checkpoints`]).
     #[serde(default)]
     pub checkpoint_every: usize,
+    /// Start from the weights of this finished run instead of the initialisation
+    /// (fine-tuning): its backbone, Engram layers and table rows, with a fresh optimiser
+    /// state. Its model config (up to where the tables are stored) and its tokenizer must be
+    /// this run's; the data may differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -69,6 +75,7 @@ impl Default for TrainConfig {
             eval_stride: None,
             seed: 0,
             checkpoint_every: 0,
+            init_from: None,
         }
     }
 }

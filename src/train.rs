@@ -10,6 +10,7 @@
 
 mod error;
 mod evaluate;
+mod loaded;
 mod outcome;
 mod step;
 
@@ -23,6 +24,7 @@ use burn::tensor::Device;
 
 pub use error::TrainError;
 pub use evaluate::evaluate;
+pub use loaded::{LoadError, LoadedRun};
 pub use outcome::{DataStats, RunOptions, RunResult};
 pub use step::{engram_hashing, table_file, TABLE_DIR};
 pub(crate) use step::engram_hosts;
@@ -86,6 +88,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         .with_weight_decay(tc.weight_decay)
         .init();
     let mut progress = Progress::start(default_rng(tc.seed));
+    if let (Some(src), None) = (&tc.init_from, &resume_from) {
+        model = init_from(cfg, data, src, model, &mut hosts)?;
+    }
     if let Some(ck) = resume_from {
         model = ck.load_model(model)?;
         optim = ck.load_optimizer(optim)?;
@@ -318,6 +323,47 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     };
     write_json(&out_dir.join("summary.json"), &result)?;
     Ok(result)
+}
+
+/// `model` and `hosts` with the weights of the finished run in `src` (`train.init_from`): its
+/// backbone and Engram layer parameters, and every table row (a file-backed table gets records
+/// only for rows that differ from their initial value). The optimiser state is not taken.
+fn init_from(cfg: &ExperimentConfig, data: &PreparedData, src: &Path, model: Transformer, hosts: &mut [EngramHost]) -> Result<Transformer, TrainError> {
+    let fail = |reason: String| TrainError::InitFrom { run: src.to_path_buf(), reason };
+    let device = Device::flex();
+    let source = LoadedRun::load(src, &device).map_err(|e| fail(e.to_string()))?;
+    // The same model, up to where its tables live.
+    let storage_free = |c: &ExperimentConfig| {
+        let mut m = c.model.clone();
+        if let Some(e) = &mut m.engram {
+            e.table_store = Default::default();
+            e.table_dir = None;
+        }
+        serde_json::to_value(&m).expect("a model config serialises")
+    };
+    if storage_free(cfg) != storage_free(&source.cfg) {
+        let (a, b) = (storage_free(cfg), storage_free(&source.cfg));
+        let fields: Vec<String> = a.as_object().into_iter().flatten().filter(|(k, v)| b.get(k.as_str()) != Some(v)).map(|(k, _)| format!("model.{k}")).collect();
+        return Err(fail(format!("its model config differs ({}); fine-tuning keeps the model", fields.join(", "))));
+    }
+    if (source.data.tokenizer_sha256.as_ref(), source.data.vocab_size, &source.data.compression) != (data.tokenizer_sha256.as_ref(), data.vocab_size, &data.compression) {
+        return Err(fail(format!("it was trained with another tokenizer ({} ids, sha256 {:?}; this run: {} ids, {:?})", source.data.vocab_size, source.data.tokenizer_sha256, data.vocab_size, data.tokenizer_sha256)));
+    }
+    let bytes = source.model.clone().into_record().into_bytes().map_err(|e| fail(format!("reading its weights: {e}")))?;
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| fail(format!("reading its weights: {e}")))?;
+    let model = model.try_load_record(record).map_err(|e| fail(format!("loading its weights: {e}")))?;
+    let mut rows = Vec::new();
+    let mut ids: Vec<u32> = Vec::new();
+    for (dst, src_host) in hosts.iter_mut().zip(&source.hosts) {
+        let n = src_host.table().rows();
+        for lo in (0..n).step_by(1 << 16) {
+            ids.clear();
+            ids.extend(lo as u32..(lo + (1 << 16)).min(n) as u32);
+            src_host.table().gather(&ids, &mut rows)?;
+            dst.table_mut().load_weights(lo, &rows)?;
+        }
+    }
+    Ok(model)
 }
 
 /// The config is valid and fits the data: the model's vocabulary is the data's, and both

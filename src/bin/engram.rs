@@ -6,6 +6,9 @@
 //!   interrupted run from its checkpoint, or prints an example config.
 //! * `engram export` writes a finished run to safetensors (with a probe for checking another
 //!   implementation); `engram import` reads such a file back into a run directory.
+//! * `engram generate` continues a prompt with a finished run's model.
+//! * `engram inspect` shows what the Engram layers do: on a text (HTML page, heatmap, JSON),
+//!   or over the held-out books (table use and the gate by n-gram frequency).
 //! * `engram tokenizer train` trains the corpus BPE on the training books (the shipped
 //!   `data/tokenizer/bpe-<V>.json` are made by it).
 
@@ -33,12 +36,15 @@ const EXAMPLES: &str = "Examples:
   engram train --resume runs/tiny
   engram tokenizer train --vocab-size 4096
   engram export --run runs/tiny --out tiny.safetensors
-  engram import tiny.safetensors --out runs/tiny-imported";
+  engram import tiny.safetensors --out runs/tiny-imported
+  engram generate --run runs/tiny --prompt \"Friends, Romans\"
+  engram inspect --run runs/tiny --text \"Friends, Romans\" --out inspect/";
 
 const TRAIN_EXAMPLES: &str = "Examples:
   engram train --print-config tiny > tiny.json     # a complete config to edit
   engram train --config tiny.json --out runs/tiny  # train; writes runs/tiny/{config.json, metrics.csv, checkpoint/, summary.json}
   engram train --resume runs/tiny                  # continue after an interruption, bit-identically
+  engram train --config more.json --out runs/tuned --init-from runs/tiny   # fine-tune a finished run
   engram train --config tiny.json --out runs/tiny --overwrite --device wgpu";
 
 #[derive(Parser)]
@@ -78,6 +84,164 @@ enum Command {
     /// `engram export` and `engram train --resume` (its final evaluation) take.
     #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
+    /// Generate text from a finished run: the prompt is prefilled once, then tokens are decoded
+    /// one at a time (key/value cache, the short conv's state, the last N tokens for the
+    /// n-gram hash) and printed as they come. A prompt longer than the model's context is
+    /// refused; when the context fills, it slides to its last half. Stops after --tokens
+    /// tokens or the document boundary token.
+    #[command(after_help = GENERATE_EXAMPLES)]
+    Generate(GenerateArgs),
+    /// Show what a finished run's Engram layers do. With --text: per token and layer, the
+    /// gate, ‖memory output‖ against ‖residual‖ and the n-gram rows read, as a self-contained
+    /// HTML page (hover a token), a PNG + SVG heatmap and JSON. With --table-stats: over the
+    /// held-out books, each head's rows touched, its row hit-count distribution (log-log plot)
+    /// and collision rate, and the mean gate by n-gram frequency and inside repeated names.
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+}
+
+const INSPECT_EXAMPLES: &str = "Examples:
+  engram inspect --run runs/tiny --text \"Only Alexander the Great\" --out inspect/   # inspect.html, gates.png, inspect.json
+  engram inspect --run runs/tiny --table-stats --out inspect/                         # table_stats.json, hits_L.png, gate_L.png";
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["text", "table_stats"])))]
+struct InspectArgs {
+    /// A finished run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// A text to inspect (at most the model's context).
+    #[arg(long)]
+    text: Option<String>,
+    /// Statistics of the tables and the gate over the held-out books.
+    #[arg(long)]
+    table_stats: bool,
+    /// With --table-stats: read at most this many held-out windows (default: all).
+    #[arg(long, requires = "table_stats")]
+    max_windows: Option<usize>,
+    /// Output directory (created if needed; files in it are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let device = device_from_name(&args.device)?;
+    let run = engram::train::LoadedRun::load(&args.run, &device)?;
+    if args.out.exists() && !args.out.is_dir() {
+        anyhow::bail!("--out {} exists and is not a directory", args.out.display());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create --out {}", args.out.display()))?;
+    let mut written = Vec::new();
+    if let Some(text) = &args.text {
+        let ins = engram::inspect::inspect_text(&run, text, &device)?;
+        let json = args.out.join("inspect.json");
+        engram::run_dir::write_json(&json, &ins)?;
+        let html = args.out.join("inspect.html");
+        engram::inspect::page::write_html(&ins, &html)?;
+        written.extend([json, html]);
+        written.extend(engram::inspect::heatmap::write_heatmap(&ins, &args.out.join("gates"))?);
+    } else {
+        let stats = engram::inspect::stats::table_stats(&run, args.max_windows, &device)?;
+        let json = args.out.join("table_stats.json");
+        engram::run_dir::write_json(&json, &stats)?;
+        written.push(json);
+        written.extend(engram::inspect::stats::plot_table_stats(&stats, &args.out)?);
+        for l in &stats.layers {
+            println!("Engram layer {} (block {}), {} held-out positions:", l.layer, l.block, stats.positions);
+            for h in &l.heads {
+                println!("  n={} head {}: {:>5.1}% of {} rows touched, collision rate {:.1}%", h.n, h.head, 100.0 * h.touched_fraction, h.rows, 100.0 * h.collision_rate);
+            }
+            for g in l.gate_by_frequency.iter().chain(&l.gate_names) {
+                let fmt = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.4}"));
+                println!("  mean gate {:<24} {} ± {} ({} positions)", g.label, fmt(g.mean), fmt(g.sem), g.positions);
+            }
+        }
+    }
+    for p in &written {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+const GENERATE_EXAMPLES: &str = "Examples:
+  engram generate --run runs/tiny --prompt \"Friends, Romans, countrymen\"
+  engram generate --run runs/tiny --prompt \"The king\" --tokens 200 --temperature 0.7 --top-k 40 --seed 3
+  engram generate --run runs/tiny --prompt \"The king\" --temperature 0   # greedy";
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A finished run directory (written by `engram train`, `engram import` or an experiment).
+    #[arg(long)]
+    run: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate (at most).
+    #[arg(long, default_value_t = 100)]
+    tokens: usize,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Sample among the k most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the most likely tokens whose probabilities sum to p (1: all).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f32,
+    /// Seed of the draws (the same seed gives the same text).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let sampling = engram::generate::Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    sampling.validate()?;
+    if args.tokens == 0 {
+        anyhow::bail!("--tokens 0: generate at least one token");
+    }
+    let device = device_from_name(&args.device)?;
+    let run = engram::train::LoadedRun::load(&args.run, &device)?;
+    let prompt = run.encode(&args.prompt).map_err(|e| anyhow!("--prompt: {e}"))?;
+    let tok = run.tokenizer()?;
+    // Tokens are printed as soon as their bytes complete a character.
+    let (mut pending, mut out) = (Vec::new(), std::io::stdout().lock());
+    let mut failed = None;
+    let g = engram::generate::generate(&run, &prompt, args.tokens, &sampling, &device, |id| {
+        match tok.decode_bytes(id) {
+            Ok(b) => pending.extend(b),
+            Err(e) => failed = Some(e),
+        }
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_some() => pending.len(), // invalid, not merely incomplete
+            Err(e) => e.valid_up_to(),
+        };
+        let _ = out.write_all(String::from_utf8_lossy(&pending[..valid]).as_bytes());
+        let _ = out.flush();
+        pending.drain(..valid);
+    })?;
+    let _ = writeln!(out, "{}", String::from_utf8_lossy(&pending));
+    if let Some(e) = failed {
+        anyhow::bail!("decoding a generated token: {e}");
+    }
+    let n = g.tokens.len();
+    eprintln!(
+        "prefill: {} tokens in {:.1} ms ({:.0} tok/s); decode: {n} tokens in {:.2} s ({:.1} tok/s){}",
+        g.prompt_tokens,
+        g.prefill_seconds * 1e3,
+        g.prompt_tokens as f64 / g.prefill_seconds.max(1e-9),
+        g.decode_seconds,
+        n.saturating_sub(1) as f64 / g.decode_seconds.max(1e-9),
+        if g.slides > 0 { format!("; the context slid {} times", g.slides) } else { String::new() }
+    );
+    Ok(())
 }
 
 const IMPORT_EXAMPLES: &str = "Examples:
@@ -130,7 +294,7 @@ struct ExportArgs {
 
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let device = device_from_name(&args.device)?;
-    let run = engram::interop::LoadedRun::load(&args.run, &device)?;
+    let run = engram::train::LoadedRun::load(&args.run, &device)?;
     // A probe text that cannot be probed is refused before anything is written.
     if let Some(text) = &args.probe {
         engram::interop::encode_text(&run, text)?;
@@ -194,6 +358,11 @@ struct TrainArgs {
     /// Replace a finished or interrupted run in the --out directory.
     #[arg(long, requires = "config")]
     overwrite: bool,
+    /// Fine-tune: start from the weights of this finished run (from `engram train`, `engram
+    /// import` or an experiment) with a fresh optimiser; its model and tokenizer must be the
+    /// config's. Recorded in config.json as train.init_from.
+    #[arg(long, value_name = "RUN", requires = "config")]
+    init_from: Option<PathBuf>,
     /// No progress bar and no evaluation lines.
     #[arg(long)]
     no_progress: bool,
@@ -358,7 +527,16 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let (cfg, dir, resume) = match (&args.config, &args.out, &args.resume) {
-        (Some(file), Some(out), _) => (read_config(file)?, out.as_path(), false),
+        (Some(file), Some(out), _) => {
+            let mut cfg = read_config(file)?;
+            if let Some(src) = &args.init_from {
+                if !src.join("config.json").is_file() {
+                    anyhow::bail!("--init-from {}: not a run directory (no config.json)", src.display());
+                }
+                cfg.train.init_from = Some(std::path::absolute(src).with_context(|| format!("--init-from {}", src.display()))?);
+            }
+            (cfg, out.as_path(), false)
+        }
         (None, None, Some(dir)) => {
             if !dir.is_dir() {
                 anyhow::bail!("--resume {}: no such run directory", dir.display());
@@ -464,6 +642,8 @@ fn main() -> ExitCode {
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer_train(args),
         Command::Export(args) => export(args),
         Command::Import(args) => import(args),
+        Command::Generate(args) => generate(args),
+        Command::Inspect(args) => inspect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -382,6 +382,20 @@ impl Engram {
             let y = ops::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
             return y.unsqueeze_dim(2);
         }
+        let v_tilde = self.gated_value(hidden, memory);
+        if !self.short_conv {
+            return v_tilde;
+        }
+        v_tilde.clone() + self.short_conv_forward(v_tilde)
+    }
+
+    /// The gated value `ṽ = α · W_V e` of every branch (`α = 1` without the gate): the layer's
+    /// output before the short conv.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[B, T, M, D]`, `memory`: `[B, T, d_mem]` → `[B, T, M, D]`
+    pub fn gated_value(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<4> {
+        let [b, t, m, d] = hidden.dims();
         let v = linear_tokens(&self.value, memory.clone()); // [B, T, D]
         let mut gated = Vec::with_capacity(m);
         for (i, key_proj) in self.keys.iter().enumerate() {
@@ -394,11 +408,29 @@ impl Engram {
             gated.push(v.clone() * alpha);
         }
         // [B, T, M, D]; one branch needs no copy.
-        let v_tilde = if m == 1 { gated.pop().expect("one branch").unsqueeze_dim::<4>(2) } else { Tensor::stack::<4>(gated, 2) };
-        if !self.short_conv {
-            return v_tilde;
+        if m == 1 {
+            gated.pop().expect("one branch").unsqueeze_dim::<4>(2)
+        } else {
+            Tensor::stack::<4>(gated, 2)
         }
-        v_tilde.clone() + self.short_conv_forward(v_tilde)
+    }
+
+    /// The gate α of every branch (1 everywhere without the gate).
+    ///
+    /// # Shapes
+    /// - `hidden`: `[B, T, M, D]`, `memory`: `[B, T, d_mem]` → `[B, T, M]`
+    pub fn gate_values(&self, hidden: Tensor<4>, memory: Tensor<3>) -> Tensor<3> {
+        let [b, t, m, d] = hidden.dims();
+        if !self.gate {
+            return Tensor::ones([b, t, m], &hidden.device());
+        }
+        let alphas: Vec<Tensor<3>> = (self.keys.iter().enumerate())
+            .map(|(i, key_proj)| {
+                let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
+                self.gate_alpha(h_i, linear_tokens(key_proj, memory.clone()), i)
+            })
+            .collect();
+        Tensor::cat(alphas, 2)
     }
 
     /// The gate `α = σ(sign(s)·√max(|s|, 1e−6))`, `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, of
@@ -440,13 +472,26 @@ impl Engram {
     /// - `x`: `[B, T, M, D]` → `[B, T, M, D]`
     pub fn short_conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, t, m, d] = x.dims();
+        let x = self.conv_input(x);
+        // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
+        ops::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
+    }
+
+    /// The short conv's input: each branch's RMSNorm, branches side by side.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, M, D]` → `[B, T, M·D]`
+    pub fn conv_input(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, t, m, d] = x.dims();
         let mut normed: Vec<Tensor<3>> = (0..m)
             .map(|i| rms_norm_module(&self.conv_norm[i], x.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d])))
             .collect();
-        // [B, T, M·D]; one branch needs no copy.
-        let x = if m == 1 { normed.pop().expect("one branch") } else { Tensor::cat(normed, 2) };
-        // SiLU(conv): one pass on flex (`fused`), burn's ops elsewhere.
-        ops::causal_conv_silu(x, self.conv_weight.val(), self.dilation).reshape([b, t, m, d])
+        // One branch needs no copy.
+        if m == 1 {
+            normed.pop().expect("one branch")
+        } else {
+            Tensor::cat(normed, 2)
+        }
     }
 }
 

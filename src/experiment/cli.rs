@@ -146,7 +146,8 @@ pub fn run_all(configs: &[ExperimentConfig], data: &PreparedData, device: &Devic
     let mut results = Vec::with_capacity(configs.len());
     for (i, cfg) in configs.iter().enumerate() {
         eprintln!("[{}/{}] {}", i + 1, configs.len(), cfg.name);
-        let r = run(cfg, data, device, &out.join(&cfg.name), &RunOptions { progress, eval_memory_off, ..RunOptions::default() })?;
+        // With its final checkpoint, so that `engram generate`, `inspect` and `export` read it.
+        let r = run(cfg, data, device, &out.join(&cfg.name), &RunOptions { progress, eval_memory_off, checkpoints: true, ..RunOptions::default() })?;
         eprintln!(
             "[{}/{}] {}: {:.4} bpb, {:.0} tok/s, {:.1} s",
             i + 1,

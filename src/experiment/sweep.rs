@@ -248,7 +248,9 @@ pub fn run_sweep(specs: &[SweepSpec], data: &PreparedData, device: &Device, out:
             Some(r) => (r, "reused"),
             None => {
                 eprintln!("[{}/{}] {}", i + 1, specs.len(), cfg.name);
-                let opts = RunOptions { progress, eval_memory_off, ..RunOptions::default() };
+                // The final checkpoint (train.checkpoint_every is 0 in the experiments' plans)
+                // lets `engram generate`, `inspect` and `export` read the run.
+                let opts = RunOptions { progress, eval_memory_off, checkpoints: true, ..RunOptions::default() };
                 (run(cfg, data, device, &dir, &opts)?, "trained")
             }
         };

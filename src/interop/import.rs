@@ -10,7 +10,7 @@
 //!
 //! The run directory then gets `config.json` and a checkpoint at the run's last step: the
 //! weights of the file with a fresh optimiser state (an export holds no optimiser moments). It
-//! is a finished run for [`super::LoadedRun`], `engram export` and `engram train --resume`
+//! is a finished run for [`crate::train::LoadedRun`], `engram export` and `engram train --resume`
 //! (which evaluates it and writes `summary.json`). A file-backed table is created in the new
 //! directory's `tables/` (the exporting run's `table_dir` is dropped from the config) and gets
 //! a record only for the rows whose weights differ from their initial value.
@@ -24,7 +24,8 @@ use burn::tensor::{Device, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use super::{compression_map, engram_blocks, file_name_of, metadata_of, table_name, transpose, FileLayout, InteropError, FORMAT, TABLE_CHUNK_ROWS};
+use super::error::InteropError;
+use super::format::{compression_map, engram_blocks, file_name_of, metadata_of, table_name, transpose, FileLayout, FORMAT, TABLE_CHUNK_ROWS};
 use crate::checkpoint::{self, Progress};
 use crate::config::ExperimentConfig;
 use crate::data::PreparedData;

@@ -79,6 +79,14 @@ impl Block {
             _ => x,
         };
         let x = x.clone() + self.attn.forward(rms_norm_module(&self.norm_attn, x), rope);
+        self.feed_forward(x)
+    }
+
+    /// The feed-forward half: `x + FFN(RMSNorm(x))`, and the MoE's load-balancing loss.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, D]` → `[B, T, D]`, aux `[1]`
+    pub(crate) fn feed_forward(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<1>>) {
         let h = rms_norm_module(&self.norm_mlp, x.clone());
         match (&self.moe, &self.mlp) {
             (Some(moe), _) => {

@@ -7,12 +7,14 @@
 
 pub mod attention;
 pub mod block;
+pub mod decode;
 pub mod mlp;
 pub mod moe;
 pub mod transformer;
 
 pub use attention::{CausalSelfAttention, Rope};
 pub use block::Block;
+pub use decode::DecodeState;
 pub use mlp::SwiGluMlp;
 pub use moe::{Moe, MoeConfig};
 pub use transformer::{cross_entropy, head_cross_entropy, ModelConfig, Transformer};

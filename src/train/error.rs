@@ -41,6 +41,14 @@ pub enum TrainError {
         /// Tokens needed.
         need: usize,
     },
+    /// The run to start from (`train.init_from`) cannot be used.
+    #[error("train.init_from {}: {reason}", run.display())]
+    InitFrom {
+        /// The run.
+        run: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// The loss became NaN or infinite.
     #[error("training diverged: loss is {loss} at step {step}")]
     NonFiniteLoss {

@@ -36,12 +36,17 @@ mod line;
 mod output;
 mod scale;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod theme;
 mod two_panel;
 mod types;
 
 pub use bar::bar_chart;
+// For figures drawn elsewhere in the crate (the inspector's heatmap): the same font, errors
+// and atomic PNG + SVG write.
+pub(crate) use output::{save, Figure};
+pub(crate) use theme::font;
+pub(crate) use types::drawing_err;
 pub use line::line_chart;
 pub use two_panel::two_panel_chart;
 pub use types::{Bar, Chart, HBand, PlotError, Series, Style};

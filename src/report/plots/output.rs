@@ -12,7 +12,7 @@ use super::theme::ensure_font;
 use super::types::{drawing_err, invalid, io_err, PlotError};
 
 /// Something that can be drawn on any plotters backend at a fixed size.
-pub(super) trait Figure {
+pub(crate) trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError>;
 }
@@ -27,7 +27,7 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
 /// Renders `fig` to `<stem>.png` and `<stem>.svg` through temporary files in the same
 /// directory (`<stem>.<pid>.tmp.png`: the PNG encoder picks its format from the
 /// extension), renamed into place only when both rendered.
-pub(super) fn save(fig: &impl Figure, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+pub(crate) fn save(fig: &impl Figure, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
     ensure_font()?;
     if stem.file_name().is_none() {
         return Err(invalid(format!(

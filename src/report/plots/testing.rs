@@ -37,7 +37,7 @@ pub(super) fn chart(title: &str, series: Vec<Series>) -> Chart {
 }
 
 /// Asserts a PNG signature, the IHDR size and a plausible file size.
-pub(super) fn assert_png(path: &Path, size: (u32, u32)) {
+pub(crate) fn assert_png(path: &Path, size: (u32, u32)) {
     let bytes = fs::read(path).expect("png written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
     assert_eq!(&bytes[12..16], b"IHDR");
@@ -51,7 +51,7 @@ pub(super) fn assert_png(path: &Path, size: (u32, u32)) {
     );
 }
 
-pub(super) fn no_tmp_files(dir: &Path) -> bool {
+pub(crate) fn no_tmp_files(dir: &Path) -> bool {
     fs::read_dir(dir).expect("dir readable").all(|e| {
         !e.expect("entry")
             .file_name()

@@ -46,7 +46,7 @@ pub(super) fn palette(i: usize) -> RGBColor {
 }
 
 /// Registers the bundled font once per process.
-pub(super) fn ensure_font() -> Result<(), PlotError> {
+pub(crate) fn ensure_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok()
@@ -60,6 +60,6 @@ pub(super) fn ensure_font() -> Result<(), PlotError> {
     }
 }
 
-pub(super) fn font(size: u32) -> TextStyle<'static> {
+pub(crate) fn font(size: u32) -> TextStyle<'static> {
     (FONT_FAMILY, size).into_font().color(&BLACK)
 }

@@ -71,7 +71,7 @@ pub enum PlotError {
     InvalidData(String),
 }
 
-pub(super) fn drawing_err(e: impl std::fmt::Display) -> PlotError {
+pub(crate) fn drawing_err(e: impl std::fmt::Display) -> PlotError {
     PlotError::Drawing(e.to_string())
 }
 
