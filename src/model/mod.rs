@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod block;
 pub mod decode;
+pub mod mhc;
 pub mod mlp;
 pub mod moe;
 pub mod transformer;
@@ -15,6 +16,7 @@ pub mod transformer;
 pub use attention::{CausalSelfAttention, Rope};
 pub use block::Block;
 pub use decode::DecodeState;
+pub use mhc::{HcHead, Mhc, MhcCoeffs, MhcConfig, MhcExit, StreamExit};
 pub use mlp::SwiGluMlp;
 pub use moe::{Moe, MoeConfig};
 pub use transformer::{cross_entropy, head_cross_entropy, ModelConfig, Transformer};

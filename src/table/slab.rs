@@ -4,7 +4,7 @@
 //! # Why a slab, not a file indexed by row
 //! A file with a record at every row's hashed position is sparse, but each first touch of a
 //! row then lands on its own page: the filesystem allocates and zeroes a 4 KiB block per row
-//! (measured 18–46 µs per page on a 2-core VM with ext4, `../shared/LANDSCAPE.md`), and a table
+//! (measured 18–46 µs per page on a 2-core VM with ext4), and a table
 //! that has seen a million rows holds 4 GiB of pages for 200 MB of records. Here a row gets the
 //! next free slot when it is first touched; its initial record ([`super::layout::Init`]) is
 //! appended with one `pwrite` per batch of new rows, so new rows share pages (20 rows of 196
