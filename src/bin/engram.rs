@@ -122,7 +122,7 @@ struct InspectArgs {
     /// Output directory (created if needed; files in it are replaced).
     #[arg(long)]
     out: PathBuf,
-    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    /// Backend: flex (default), ndarray (feature `ndarray`), wgpu (feature `wgpu`) or cuda (feature `cuda`).
     #[arg(long, default_value = "flex")]
     device: String,
 }
@@ -194,7 +194,7 @@ struct GenerateArgs {
     /// Seed of the draws (the same seed gives the same text).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    /// Backend: flex (default), ndarray (feature `ndarray`), wgpu (feature `wgpu`) or cuda (feature `cuda`).
     #[arg(long, default_value = "flex")]
     device: String,
 }
@@ -255,7 +255,7 @@ struct ImportArgs {
     /// The run directory to create (must not exist, or be empty).
     #[arg(long)]
     out: PathBuf,
-    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    /// Backend: flex (default), ndarray (feature `ndarray`), wgpu (feature `wgpu`) or cuda (feature `cuda`).
     #[arg(long, default_value = "flex")]
     device: String,
 }
@@ -287,7 +287,7 @@ struct ExportArgs {
     /// Where to write the probe (safetensors).
     #[arg(long, requires = "probe")]
     probe_out: Option<PathBuf>,
-    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    /// Backend: flex (default), ndarray (feature `ndarray`), wgpu (feature `wgpu`) or cuda (feature `cuda`).
     #[arg(long, default_value = "flex")]
     device: String,
 }
@@ -352,7 +352,7 @@ struct TrainArgs {
     /// Print a complete example config (tiny: seconds on a CPU; small: minutes) and exit.
     #[arg(long, value_name = "PRESET", value_parser = PRESET_NAMES)]
     print_config: Option<String>,
-    /// Backend: flex, ndarray (cargo feature `ndarray`) or wgpu (cargo feature `wgpu`).
+    /// Backend: flex, ndarray (cargo feature `ndarray`), wgpu (cargo feature `wgpu`) or cuda (cargo feature `cuda`).
     #[arg(long, value_name = "NAME", default_value = "flex")]
     device: String,
     /// Replace a finished or interrupted run in the --out directory.

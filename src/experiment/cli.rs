@@ -20,7 +20,7 @@ pub struct CommonArgs {
     /// Output directory (default: runs/EXPERIMENT/, or runs/EXPERIMENT-quick/ with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Backend: flex (default), ndarray (feature `ndarray`) or wgpu (feature `wgpu`).
+    /// Backend: flex (default), ndarray (feature `ndarray`), wgpu (feature `wgpu`) or cuda (feature `cuda`).
     #[arg(long, default_value = "flex")]
     pub device: String,
     /// Base seed (runs with several seeds use seed, seed+1, ...).
