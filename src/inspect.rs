@@ -108,7 +108,7 @@ pub(crate) struct LayerPass {
 }
 
 /// The model's forward pass over `ids` (`[B, T]`, each sequence from position 0), block by
-/// block with [`crate::model::Block::forward`], recording at every Engram layer the gate, ‖Y‖,
+/// block as [`crate::model::Block::forward`] computes it, recording at every Engram layer the gate, ‖Y‖,
 /// ‖h‖ and the rows read.
 pub(crate) fn engram_pass(run: &LoadedRun, ids: &[u32], [b, t]: [usize; 2], device: &Device) -> Result<Vec<LayerPass>, InspectError> {
     let mut looks = Vec::new();
@@ -120,20 +120,20 @@ pub(crate) fn engram_pass(run: &LoadedRun, ids: &[u32], [b, t]: [usize; 2], devi
     let mut x = model.embed.forward(input);
     let mut out = Vec::new();
     for (k, block) in model.blocks.iter().enumerate() {
-        let mem = match &block.engram {
+        x = match &block.engram {
             Some(g) => {
                 let look = &looks[out.len()];
                 let mem = look.memory().embeddings();
                 let d = x.dims()[2];
                 let h = x.clone().reshape([b, t, 1, d]);
                 let gate = values(g.gate_values(h.clone(), mem.clone()).slice([0..b, 0..t, 0..1]));
-                let y = g.forward(h.clone(), mem.clone());
-                out.push(LayerPass { block: k, gate, memory_norm: norms(y), residual_norm: norms(h), rows: look.rows().to_vec() });
-                Some(mem)
+                let y = g.forward(h.clone(), mem);
+                out.push(LayerPass { block: k, gate, memory_norm: norms(y.clone()), residual_norm: norms(h), rows: look.rows().to_vec() });
+                // The rest of the block on x + Y: the layer is computed once.
+                block.sublayers(x + y.reshape([b, t, d]), &model.rope).0
             }
-            None => None,
+            None => block.forward(x, None, &model.rope),
         };
-        x = block.forward(x, mem, &model.rope);
     }
     Ok(out)
 }

@@ -296,13 +296,11 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let device = device_from_name(&args.device)?;
     let run = engram::train::LoadedRun::load(&args.run, &device)?;
     // A probe text that cannot be probed is refused before anything is written.
-    if let Some(text) = &args.probe {
-        engram::interop::encode_text(&run, text)?;
-    }
+    let probe_ids = args.probe.as_deref().map(|text| engram::interop::encode_text(&run, text)).transpose()?;
     let s = engram::interop::export(&run, &args.out)?;
     println!("{}: {} tensors, {} bytes", s.path.display(), s.tensors, s.bytes);
-    if let (Some(text), Some(out)) = (&args.probe, &args.probe_out) {
-        let t = engram::interop::probe(&run, text, out, &device)?;
+    if let (Some(text), Some(ids), Some(out)) = (&args.probe, &probe_ids, &args.probe_out) {
+        let t = engram::interop::probe(&run, text, ids, out, &device)?;
         println!("{}: probe of {t} tokens", out.display());
     }
     Ok(())

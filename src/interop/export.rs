@@ -74,7 +74,7 @@ fn write_safetensors(path: &Path, entries: &[Entry], metadata: &BTreeMap<String,
     }
     let mut head = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map");
     // The data starts 8-byte aligned (as the safetensors crate writes it).
-    while (8 + head.len()) % 8 != 0 {
+    while !(8 + head.len()).is_multiple_of(8) {
         head.push(b' ');
     }
     let mut table_err = None;
@@ -174,10 +174,10 @@ pub fn encode_text(run: &LoadedRun, text: &str) -> Result<Vec<u32>, InteropError
     Ok(ids)
 }
 
-/// Write the probe of `text` (see the module docs) to the safetensors file `out`.
-pub fn probe(run: &LoadedRun, text: &str, out: &Path, device: &Device) -> Result<usize, InteropError> {
+/// Write the probe of `text`, whose ids [`encode_text`] gave, (see the module docs) to the
+/// safetensors file `out`.
+pub fn probe(run: &LoadedRun, text: &str, ids: &[u32], out: &Path, device: &Device) -> Result<usize, InteropError> {
     check_exportable(run)?;
-    let ids = encode_text(run, text)?;
     let t = ids.len();
     let mut entries = vec![Entry { name: "input_ids".into(), dtype: "I64", shape: vec![t], payload: Payload::Bytes(i64_bytes(ids.iter().map(|&x| x as i64))) }];
     let mut meta = BTreeMap::new();
@@ -185,7 +185,7 @@ pub fn probe(run: &LoadedRun, text: &str, out: &Path, device: &Device) -> Result
     meta.insert("text".into(), text.to_string());
     let mut memories = Vec::new();
     for host in &run.hosts {
-        let look = host.lookup(&ids, [1, t], device).map_err(|e| InteropError::Probe(e.to_string()))?;
+        let look = host.lookup(ids, [1, t], device).map_err(|e| InteropError::Probe(e.to_string()))?;
         let heads = host.heads();
         entries.push(Entry { name: format!("rows.{}", memories.len()), dtype: "I64", shape: vec![t, heads], payload: Payload::Bytes(i64_bytes(look.rows().iter().map(|&r| r as i64))) });
         memories.push(look.into_memory());
@@ -195,20 +195,20 @@ pub fn probe(run: &LoadedRun, text: &str, out: &Path, device: &Device) -> Result
     let mut x = model.embed.forward(tokens);
     let mut l = 0;
     for block in &model.blocks {
-        let mem = if let Some(g) = &block.engram {
-            let mem = memories[l].embeddings();
-            let d = x.dims()[2];
-            let h = x.clone().reshape([1, t, 1, d]);
-            let y = g.forward(h.clone(), mem.clone());
-            let m = y.dims()[2];
-            push_f32(&mut entries, format!("hidden_in.{l}"), h.reshape([t, m, d]));
-            push_f32(&mut entries, format!("engram_out.{l}"), y.reshape([t, m, d]));
-            l += 1;
-            Some(mem)
-        } else {
-            None
+        x = match &block.engram {
+            Some(g) => {
+                let d = x.dims()[2];
+                let h = x.clone().reshape([1, t, 1, d]);
+                let y = g.forward(h.clone(), memories[l].embeddings());
+                let m = y.dims()[2];
+                push_f32(&mut entries, format!("hidden_in.{l}"), h.reshape([t, m, d]));
+                push_f32(&mut entries, format!("engram_out.{l}"), y.clone().reshape([t, m, d]));
+                l += 1;
+                // The rest of the block on x + Y: the layer is computed once.
+                block.sublayers(x + y.reshape([1, t, d]), &model.rope).0
+            }
+            None => block.forward(x, None, &model.rope),
         };
-        x = block.forward_with_aux(x, mem, &model.rope).0;
     }
     write_safetensors(out, &entries, &meta, &[])?;
     Ok(t)

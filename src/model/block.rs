@@ -78,6 +78,16 @@ impl Block {
             }
             _ => x,
         };
+        self.sublayers(x, rope)
+    }
+
+    /// The block after its Engram layer: attention, then the feed-forward, on `x` with the
+    /// Engram output already added (what a caller that also needs that output runs, so the
+    /// layer is not computed twice).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, D]` → `[B, T, D]`, aux `[1]`
+    pub fn sublayers(&self, x: Tensor<3>, rope: &Rope) -> (Tensor<3>, Option<Tensor<1>>) {
         let x = x.clone() + self.attn.forward(rms_norm_module(&self.norm_attn, x), rope);
         self.feed_forward(x)
     }
