@@ -61,6 +61,8 @@ pub mod report;
 pub mod run_dir;
 pub mod runtime;
 pub mod table;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod train;
 pub mod turns;

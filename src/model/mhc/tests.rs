@@ -4,23 +4,10 @@ use super::*;
 use crate::model::block::NORM_EPS;
 use crate::model::mlp::SwiGluMlp;
 use crate::ops::rms_norm;
+use crate::test_util::normal;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::DType;
 use serde_json::Value;
-
-/// Seeded N(0, std²) values (splitmix64 + Box–Muller): tolerances never depend on the
-/// device's global RNG, which other tests share.
-fn normal(n: usize, std: f64, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut uniform = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 + 0.5 / (1u64 << 53) as f64 // (0, 1)
-    };
-    (0..n).map(|_| std * (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos()).collect()
-}
 
 fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
