@@ -20,6 +20,12 @@
 //!   [`crate::model::moe`]). `params_activated` is `params_backbone` less the `E − k` routed
 //!   experts a token does not use; the table rows a token reads (`H·d_head` per Engram layer)
 //!   are not counted as activated, like the rows of the input embedding are.
+//! * mHC on `M` streams ([`crate::model::mhc`]), per sublayer (two per block): parameters
+//!   `(M² + 2M)(M·D + 1) + 3` (`φ`, `b`, `α`); FLOPs per token the coefficient product
+//!   `2·M·D·(M² + 2M)`, the read `Σ pre·X` `2·M·D`, the write `post ⊗ y` `M·D` and the mixing
+//!   `combᵀX` `2·M²·D`. The exit head adds `M·(M·D) + M + 1` parameters and `2·M·D·M + 2·M·D`
+//!   FLOPs (the sum exit `M·D`). The RMS, sigmoids and Sinkhorn (`20·M²` divisions) are
+//!   element-wise and not counted. mHC parameters count as backbone (activated) parameters.
 //! * Sparse parameters (`params_sparse`): everything total but not activated, i.e. the idle
 //!   routed experts plus the Engram tables — the budget that `exp_allocation` splits.
 
@@ -85,6 +91,16 @@ pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
     let block_matmul_flops = 2 * 4 * d * d + ffn_flops;
     let attn_flops = 2 * d * (t + 1);
     let mut flops = l * (block_matmul_flops + attn_flops) + 2 * d * v;
+    if let Some(h) = &model.mhc {
+        let m = h.streams as u64;
+        let k = h.coeff_width() as u64;
+        params += l * 2 * h.sublayer_params(model.d_model) + h.exit_params(model.d_model);
+        flops += l * 2 * (2 * m * d * k + 2 * m * d + m * d + 2 * m * m * d);
+        flops += match h.exit {
+            crate::model::MhcExit::Head => 2 * m * d * m + 2 * m * d,
+            crate::model::MhcExit::Sum => m * d,
+        };
+    }
     let mut engram_dense = 0;
     let mut params_table = 0;
     let mut gather = 0;
@@ -145,6 +161,23 @@ mod tests {
         assert_eq!(small.gather_bytes_per_token, 4 * 4 * 4);
         assert_eq!(small.params_activated, small.params_backbone, "no experts: everything dense is activated");
         assert_eq!(small.params_sparse(), small.params_table);
+    }
+
+    #[test]
+    fn mhc_adds_its_coefficients_mixing_and_exit_by_hand() {
+        use crate::model::{MhcConfig, MhcExit};
+        // V 100, D 8, 1 block, M 2: coefficient width 2² + 2·2 = 8, φ [16, 8].
+        let base = ModelConfig::new(100, 8, 1, 2, 16);
+        let b = cost(&base, 16, &[]);
+        let c = cost(&base.clone().with_mhc(MhcConfig::default().with_streams(2)), 16, &[]);
+        // Per sublayer φ 16·8 + b 8 + α 3 = 139, two sublayers; head φ_h 16·2 + b_h 2 + α_h 1 = 35.
+        assert_eq!(c.params_backbone - b.params_backbone, 2 * 139 + 35);
+        assert_eq!(c.params_activated, c.params_backbone);
+        // Per sublayer: coefficients 2·16·8, read 2·16, write 16, mixing 2·4·8; head 2·16·2 + 2·16.
+        assert_eq!(c.flops_per_token - b.flops_per_token, 2 * (256 + 32 + 16 + 64) + 64 + 32);
+        let s = cost(&base.with_mhc(MhcConfig::default().with_streams(2).with_exit(MhcExit::Sum)), 16, &[]);
+        assert_eq!(s.params_backbone - b.params_backbone, 2 * 139);
+        assert_eq!(s.flops_per_token - b.flops_per_token, 2 * (256 + 32 + 16 + 64) + 16);
     }
 
     #[test]

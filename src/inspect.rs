@@ -117,22 +117,20 @@ pub(crate) fn engram_pass(run: &LoadedRun, ids: &[u32], [b, t]: [usize; 2], devi
     }
     let input = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i32).collect::<Vec<_>>(), [b, t]), device);
     let model = &run.model;
-    let mut x = model.embed.forward(input);
+    let mut x = model.enter(input); // [B, T, M, D]
     let mut out = Vec::new();
     for (k, block) in model.blocks.iter().enumerate() {
         x = match &block.engram {
             Some(g) => {
                 let look = &looks[out.len()];
                 let mem = look.memory().embeddings();
-                let d = x.dims()[2];
-                let h = x.clone().reshape([b, t, 1, d]);
-                let gate = values(g.gate_values(h.clone(), mem.clone()).slice([0..b, 0..t, 0..1]));
-                let y = g.forward(h.clone(), mem);
-                out.push(LayerPass { block: k, gate, memory_norm: norms(y.clone()), residual_norm: norms(h), rows: look.rows().to_vec() });
+                let gate = values(g.gate_values(x.clone(), mem.clone()).slice([0..b, 0..t, 0..1]));
+                let y = g.forward(x.clone(), mem);
+                out.push(LayerPass { block: k, gate, memory_norm: norms(y.clone()), residual_norm: norms(x.clone()), rows: look.rows().to_vec() });
                 // The rest of the block on x + Y: the layer is computed once.
-                block.sublayers(x + y.reshape([b, t, d]), &model.rope).0
+                block.sublayers(x + y, &model.rope).0
             }
-            None => block.forward(x, None, &model.rope),
+            None => block.forward_streams(x, None, &model.rope).0,
         };
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! Every invalid config value is refused before any work, with an error that names the field.
 
 use engram::config::ExperimentConfig;
+use engram::model::MhcConfig;
 use engram::ConfigError;
 
 /// One bad value: what to change in the `tiny` preset and the field the error must name.
@@ -30,6 +31,11 @@ const CASES: &[Case] = &[
     ("engram.d_head", |c| engram(c).d_head = 0),
     ("engram.hc_mult", |c| engram(c).hc_mult = 0),
     ("engram.hc_mult", |c| engram(c).hc_mult = 2),
+    ("engram.hc_mult", |c| c.model.mhc = Some(MhcConfig::default())), // 4 streams, hc_mult 1
+    ("model.mhc.streams", |c| c.model = c.model.clone().with_mhc(MhcConfig::default().with_streams(0))),
+    ("model.mhc.sinkhorn_iters", |c| c.model = c.model.clone().with_mhc(MhcConfig { sinkhorn_iters: 0, ..MhcConfig::default() })),
+    ("model.mhc.sinkhorn_eps", |c| c.model = c.model.clone().with_mhc(MhcConfig { sinkhorn_eps: 0.0, ..MhcConfig::default() })),
+    ("model.mhc.norm_eps", |c| c.model = c.model.clone().with_mhc(MhcConfig { norm_eps: f64::NAN, ..MhcConfig::default() })),
     ("engram.kernel_size", |c| engram(c).kernel_size = 0),
     ("engram.table_lr_mult", |c| engram(c).table_lr_mult = 0.0),
     ("engram.table_lr_mult", |c| engram(c).table_lr_mult = f64::NAN),

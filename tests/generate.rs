@@ -1,5 +1,5 @@
 //! `engram generate`: prefill + step-by-step decoding gives the logits of one forward pass over
-//! the whole sequence (with and without Engram; sequences longer than the n-gram order and the
+//! the whole sequence (with and without Engram, on one residual stream and on four with mHC; sequences longer than the n-gram order and the
 //! short conv's dilated receptive field); after the context slides, the logits of a forward
 //! pass over the slid context; generation is deterministic for a seed; bad input is a clear
 //! error and a non-zero exit.
@@ -36,7 +36,15 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn incremental_decoding_matches_the_full_forward_pass() {
     let dir = scratch("generate-parity");
-    let runs = [trained_run(&dir, "engram", |_| {}), trained_run(&dir, "baseline", |v| v["model"]["engram"] = Value::Null)];
+    let runs = [
+        trained_run(&dir, "engram", |_| {}),
+        trained_run(&dir, "baseline", |v| v["model"]["engram"] = Value::Null),
+        // Four residual streams with mHC (their coefficients are per token: no decoding state).
+        trained_run(&dir, "mhc", |v| {
+            v["model"]["mhc"] = serde_json::json!({ "streams": 4 });
+            v["model"]["engram"]["hc_mult"] = serde_json::json!(4);
+        }),
+    ];
     for run in &runs {
         let r = LoadedRun::load(run, &device()).unwrap();
         if r.cfg.model.engram.is_some() {

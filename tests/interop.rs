@@ -1,5 +1,5 @@
-//! `engram export`: a trained run with Engram at two blocks exported to safetensors with a
-//! probe; the files read back with the `safetensors` crate; the independent numpy check
+//! `engram export`: a trained run with Engram at two blocks (on one residual stream, and on four
+//! with mHC) exported to safetensors with a probe; the files read back with the `safetensors` crate; the independent numpy check
 //! (`tests/parity/engram_parity.py`, written from the reference formulas) recomputes the row ids
 //! from the metadata and the layers' outputs from the probe's hidden states and agrees; a
 //! corrupted probe is caught; bad input is a clear error and a non-zero exit. `engram import`:
@@ -92,7 +92,35 @@ fn export_and_probe_agree_with_the_independent_numpy_implementation() {
     std::fs::write(&bad_probe, &bad).unwrap();
     let out = parity(&model, &bad_probe);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Four residual streams with mHC: one gate, key projection and pair of norms per stream,
+    // the conv over 4·D channels; the probe's hidden states are those of the four streams.
+    let run = trained_run_with(&dir, "mhc", with_mhc);
+    let (model, probe) = (dir.join("mhc.safetensors"), dir.join("mhc-probe.safetensors"));
+    let out = engram(&["export", "--run", run.to_str().unwrap(), "--out", model.to_str().unwrap(), "--probe", PROBE, "--probe-out", probe.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&model).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(str::to_string).collect::<Vec<_>>();
+    for t in ["engram.0.key_projs.3.weight", "engram.1.norm2.3.weight", "engram.1.short_conv.norms.3.weight", "backbone.blocks.1.hc_ffn.phi", "backbone.hc_exit.head.phi"] {
+        assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
+    }
+    let pbytes = std::fs::read(&probe).unwrap();
+    let p = safetensors::SafeTensors::deserialize(&pbytes).unwrap();
+    let t = p.tensor("input_ids").unwrap().shape()[0];
+    assert_eq!(p.tensor("hidden_in.0").unwrap().shape(), &[t, 4, 32]);
+    let streams = |name: &str| -> Vec<Vec<u32>> { p.tensor(name).unwrap().data().chunks_exact(4 * 4 * 32).map(|tok| tok.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).collect()).collect() };
+    // The streams entering the second Engram layer differ (per-stream gates, and mHC mixing).
+    assert!(streams("hidden_in.1").iter().any(|tok| tok[..32] != tok[32..64]), "the streams are still identical copies");
+    let out = parity(&model, &probe);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("M=4") && text.contains("PASS"), "parity check failed:\n{text}\n{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A run config on four residual streams with mHC (Engram's `hc_mult` to match).
+fn with_mhc(v: &mut Value) {
+    v["model"]["mhc"] = serde_json::json!({ "streams": 4 });
+    v["model"]["engram"]["hc_mult"] = serde_json::json!(4);
 }
 
 #[test]
@@ -152,8 +180,13 @@ fn summary(run: &Path) -> Value {
 #[test]
 fn export_then_import_gives_the_same_model_bit_for_bit() {
     let dir = scratch("interop-roundtrip");
-    for (name, store) in [("resident", "resident"), ("file", "file")] {
-        let run = trained_run_with(&dir, name, |v| v["model"]["engram"]["table_store"] = Value::String(store.into()));
+    for (name, store, mhc) in [("resident", "resident", false), ("file", "file", false), ("mhc", "resident", true)] {
+        let run = trained_run_with(&dir, name, |v| {
+            v["model"]["engram"]["table_store"] = Value::String(store.into());
+            if mhc {
+                with_mhc(v);
+            }
+        });
         let (a, b) = (dir.join(format!("{name}-a.safetensors")), dir.join(format!("{name}-b.safetensors")));
         export_to(&run, &a);
         let imported = dir.join(format!("{name}-imported"));

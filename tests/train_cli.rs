@@ -207,6 +207,16 @@ fn a_run_with_a_file_backed_table_killed_with_sigkill_and_resumed_equals_the_uni
     sigkill_then_resume_equals_uninterrupted("sigkill-file", |v| v["model"]["engram"]["table_store"] = "file".into());
 }
 
+/// Four residual streams with mHC: its parameters and their optimiser state are in the
+/// checkpoint.
+#[test]
+fn a_run_with_mhc_killed_with_sigkill_and_resumed_equals_the_uninterrupted_run() {
+    sigkill_then_resume_equals_uninterrupted("sigkill-mhc", |v| {
+        v["model"]["mhc"] = serde_json::json!({ "streams": 4 });
+        v["model"]["engram"]["hc_mult"] = 4.into();
+    });
+}
+
 #[test]
 fn file_backed_and_resident_tables_train_bit_identically() {
     let dir = scratch("stores");

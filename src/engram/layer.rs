@@ -190,10 +190,9 @@ impl EngramConfig {
         if self.d_head < 1 {
             return Err(E::new("engram.d_head", self.d_head, ">= 1"));
         }
-        if self.hc_mult != 1 {
-            // The Transformer has one residual stream; M > 1 is for the layer used on its own
-            // (`EngramLayerConfig::with_hc_mult`).
-            return Err(E::new("engram.hc_mult", self.hc_mult, "1 (the model has a single residual stream)"));
+        if self.hc_mult < 1 {
+            // Equal to the model's residual streams: checked by `ModelConfig::validate`.
+            return Err(E::new("engram.hc_mult", self.hc_mult, ">= 1"));
         }
         if self.kernel_size < 1 {
             return Err(E::new("engram.kernel_size", self.kernel_size, ">= 1"));

@@ -192,22 +192,20 @@ pub fn probe(run: &LoadedRun, text: &str, ids: &[u32], out: &Path, device: &Devi
     }
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i32).collect::<Vec<_>>(), [1, t]), device);
     let model = &run.model;
-    let mut x = model.embed.forward(tokens);
+    let mut x = model.enter(tokens); // [1, T, M, D]
     let mut l = 0;
     for block in &model.blocks {
         x = match &block.engram {
             Some(g) => {
-                let d = x.dims()[2];
-                let h = x.clone().reshape([1, t, 1, d]);
-                let y = g.forward(h.clone(), memories[l].embeddings());
-                let m = y.dims()[2];
-                push_f32(&mut entries, format!("hidden_in.{l}"), h.reshape([t, m, d]));
+                let [_, _, m, d] = x.dims();
+                let y = g.forward(x.clone(), memories[l].embeddings());
+                push_f32(&mut entries, format!("hidden_in.{l}"), x.clone().reshape([t, m, d]));
                 push_f32(&mut entries, format!("engram_out.{l}"), y.clone().reshape([t, m, d]));
                 l += 1;
                 // The rest of the block on x + Y: the layer is computed once.
-                block.sublayers(x + y.reshape([1, t, d]), &model.rope).0
+                block.sublayers(x + y, &model.rope).0
             }
-            None => block.forward(x, None, &model.rope),
+            None => block.forward_streams(x, None, &model.rope).0,
         };
     }
     write_safetensors(out, &entries, &meta, &[])?;

@@ -1,10 +1,13 @@
-//! One pre-norm decoder block: `[Engram] → RMSNorm → attention → RMSNorm → SwiGLU or MoE`.
+//! One pre-norm decoder block: `[Engram] → RMSNorm → attention → RMSNorm → SwiGLU or MoE`,
+//! on one residual stream or, with mHC, on `M` streams (each sublayer then reads, writes and
+//! mixes them through its own [`Mhc`]).
 
 use burn::module::Module;
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::attention::{CausalSelfAttention, Rope};
+use super::mhc::Mhc;
 use super::mlp::SwiGluMlp;
 use super::moe::{Moe, MoeConfig};
 use crate::engram::Engram;
@@ -30,6 +33,10 @@ pub struct Block {
     pub mlp: Option<SwiGluMlp>,
     /// Mixture-of-experts feed-forward (`None` when the block uses `mlp`).
     pub moe: Option<Moe>,
+    /// mHC of the attention sublayer (`None` on a single residual stream).
+    pub hc_attn: Option<Mhc>,
+    /// mHC of the feed-forward sublayer (set with `hc_attn`).
+    pub hc_ffn: Option<Mhc>,
 }
 
 impl Block {
@@ -55,55 +62,93 @@ impl Block {
             norm_mlp: RmsNormConfig::new(d_model).with_epsilon(NORM_EPS).init(device),
             mlp,
             moe,
+            hc_attn: None,
+            hc_ffn: None,
         }
     }
 
+    /// The block on one residual stream (a block without mHC, or with one-stream mHC).
+    ///
     /// # Shapes
     /// - `x`: `[B, T, D]`; `memory`: `[B, T, d_mem]` when this block has Engram → `[B, T, D]`
     pub fn forward(&self, x: Tensor<3>, memory: Option<Tensor<3>>, rope: &Rope) -> Tensor<3> {
         self.forward_with_aux(x, memory, rope).0
     }
 
-    /// The block's output and, for an MoE block, its load-balancing loss.
+    /// The block's output and, for an MoE block, its load-balancing loss, on one residual
+    /// stream (as [`Block::forward`]).
     ///
     /// # Shapes
     /// - `x`: `[B, T, D]`; `memory`: `[B, T, d_mem]` when this block has Engram
     /// - output: `[B, T, D]`, aux `[1]`
     pub fn forward_with_aux(&self, x: Tensor<3>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<3>, Option<Tensor<1>>) {
+        let [b, t, d] = x.dims();
+        let (y, aux) = self.forward_streams(x.reshape([b, t, 1, d]), memory, rope);
+        (y.reshape([b, t, d]), aux)
+    }
+
+    /// The block on `M` residual streams: Engram reads every stream and adds its output into
+    /// each (before the first mHC coefficients, as in the reference demo and DeepSeek-V4.1),
+    /// then the attention and the feed-forward sublayers. Without mHC, `M` = 1 and each
+    /// sublayer is the plain residual `x + F(RMSNorm(x))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, M, D]`; `memory`: `[B, T, d_mem]` when this block has Engram
+    /// - output: `[B, T, M, D]`, aux `[1]`
+    pub fn forward_streams(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<4>, Option<Tensor<1>>) {
         let x = match (&self.engram, memory) {
-            (Some(engram), Some(mem)) => {
-                let [b, t, d] = x.dims();
-                let y = engram.forward(x.clone().reshape([b, t, 1, d]), mem); // [B, T, 1, D]
-                x + y.reshape([b, t, d])
-            }
+            (Some(engram), Some(mem)) => x.clone() + engram.forward(x, mem),
             _ => x,
         };
         self.sublayers(x, rope)
     }
 
-    /// The block after its Engram layer: attention, then the feed-forward, on `x` with the
-    /// Engram output already added (what a caller that also needs that output runs, so the
+    /// The block after its Engram layer: attention, then the feed-forward, on streams `x` with
+    /// the Engram output already added (what a caller that also needs that output runs, so the
     /// layer is not computed twice).
     ///
     /// # Shapes
-    /// - `x`: `[B, T, D]` → `[B, T, D]`, aux `[1]`
-    pub fn sublayers(&self, x: Tensor<3>, rope: &Rope) -> (Tensor<3>, Option<Tensor<1>>) {
-        let x = x.clone() + self.attn.forward(rms_norm_module(&self.norm_attn, x), rope);
-        self.feed_forward(x)
+    /// - `x`: `[B, T, M, D]` → `[B, T, M, D]`, aux `[1]`
+    pub fn sublayers(&self, x: Tensor<4>, rope: &Rope) -> (Tensor<4>, Option<Tensor<1>>) {
+        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ()));
+        self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)))
     }
 
-    /// The feed-forward half: `x + FFN(RMSNorm(x))`, and the MoE's load-balancing loss.
+    /// One residual sublayer around `f` (which applies the block's norm and the sublayer):
+    /// with mHC, read `u = Σ pre·X`, `y = f(u)`, write and mix `X' = post ⊗ y + combᵀ X`;
+    /// without, `x + f(x)` on the single stream.
     ///
     /// # Shapes
-    /// - `x`: `[B, T, D]` → `[B, T, D]`, aux `[1]`
-    pub(crate) fn feed_forward(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<1>>) {
-        let h = rms_norm_module(&self.norm_mlp, x.clone());
+    /// - `x`: `[B, T, M, D]`; `f`: `[B, T, D]` → `[B, T, D]`; output `[B, T, M, D]`
+    pub(crate) fn residual<A>(&self, hc: Option<&Mhc>, x: Tensor<4>, f: impl FnOnce(Tensor<3>) -> (Tensor<3>, A)) -> (Tensor<4>, A) {
+        match hc {
+            Some(hc) => {
+                let (u, coeffs) = hc.pre_mix(x.clone());
+                let (y, a) = f(u);
+                (hc.post_merge(x, y, coeffs), a)
+            }
+            None => {
+                let [b, t, m, d] = x.dims();
+                assert_eq!(m, 1, "a block without mHC has one residual stream, got {m}");
+                let x = x.reshape([b, t, d]);
+                let (y, a) = f(x.clone());
+                ((x + y).reshape([b, t, 1, d]), a)
+            }
+        }
+    }
+
+    /// The feed-forward `FFN(h)` of an already normalised `h` (no residual), and the MoE's
+    /// load-balancing loss.
+    ///
+    /// # Shapes
+    /// - `h`: `[B, T, D]` → `[B, T, D]`, aux `[1]`
+    pub(crate) fn ffn(&self, h: Tensor<3>) -> (Tensor<3>, Option<Tensor<1>>) {
         match (&self.moe, &self.mlp) {
             (Some(moe), _) => {
                 let (y, aux) = moe.forward(h);
-                (x + y, Some(aux))
+                (y, Some(aux))
             }
-            (None, Some(mlp)) => (x + mlp.forward(h), None),
+            (None, Some(mlp)) => (mlp.forward(h), None),
             (None, None) => unreachable!("a block is built with a feed-forward (Block::new or Block::new_moe)"),
         }
     }

@@ -106,42 +106,42 @@ impl CausalSelfAttention {
 }
 
 impl Block {
-    /// [`Block::forward`] over a whole prompt, and the block's cache after it.
-    fn prefill(&self, x: Tensor<3>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<3>, BlockCache) {
-        let [b, t, d] = x.dims();
+    /// [`Block::forward_streams`] over a whole prompt, and the block's cache after it.
+    fn prefill(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<4>, BlockCache) {
         let (x, conv) = match (&self.engram, memory) {
             (Some(engram), Some(mem)) => {
-                let (y, state) = engram.forward_prefill(x.clone().reshape([b, t, 1, d]), mem);
-                (x + y.reshape([b, t, d]), Some(state))
+                let (y, state) = engram.forward_prefill(x.clone(), mem);
+                (x + y, Some(state))
             }
             _ => (x, None),
         };
-        let normed = rms_norm_module(&self.norm_attn, x.clone());
-        let (_, k, v) = self.attn.qkv_at(normed.clone(), rope, 0);
-        let x = x.clone() + self.attn.forward(normed, rope);
-        (self.feed_forward(x).0, BlockCache { k, v, conv })
+        let (x, (k, v)) = self.residual(self.hc_attn.as_ref(), x, |u| {
+            let normed = rms_norm_module(&self.norm_attn, u);
+            let (_, k, v) = self.attn.qkv_at(normed.clone(), rope, 0);
+            (self.attn.forward(normed, rope), (k, v))
+        });
+        let (x, _) = self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)));
+        (x, BlockCache { k, v, conv })
     }
 
     /// One new position `pos` of the block, with its cache (which grows by one).
-    fn step(&self, x: Tensor<3>, memory: Option<Tensor<3>>, rope: &Rope, cache: &mut BlockCache, pos: usize) -> Tensor<3> {
-        let [b, _, d] = x.dims();
+    fn step(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope, cache: &mut BlockCache, pos: usize) -> Tensor<4> {
         let x = match (&self.engram, memory, cache.conv.as_mut()) {
-            (Some(engram), Some(mem), Some(state)) => {
-                let y = engram.forward_step(x.clone().reshape([b, 1, 1, d]), mem, state);
-                x + y.reshape([b, 1, d])
-            }
+            (Some(engram), Some(mem), Some(state)) => x.clone() + engram.forward_step(x, mem, state),
             _ => x,
         };
-        let (q, k, v) = self.attn.qkv_at(rms_norm_module(&self.norm_attn, x.clone()), rope, pos);
-        cache.k = Tensor::cat(vec![cache.k.clone(), k], 2);
-        cache.v = Tensor::cat(vec![cache.v.clone(), v], 2);
-        // One query sees every cached position: no mask.
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-        let y = attention(q, cache.k.clone(), cache.v.clone(), None, None, options); // [B, H, 1, dh]
-        let x = x.clone() + linear_tokens(&self.attn.proj, y.swap_dims(1, 2).reshape([b, 1, d]));
-        self.feed_forward(x).0
+        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, |u| {
+            let [b, _, d] = u.dims();
+            let (q, k, v) = self.attn.qkv_at(rms_norm_module(&self.norm_attn, u), rope, pos);
+            cache.k = Tensor::cat(vec![cache.k.clone(), k], 2);
+            cache.v = Tensor::cat(vec![cache.v.clone(), v], 2);
+            // One query sees every cached position: no mask.
+            let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+            let y = attention(q, cache.k.clone(), cache.v.clone(), None, None, options); // [B, H, 1, dh]
+            (linear_tokens(&self.attn.proj, y.swap_dims(1, 2).reshape([b, 1, d])), ())
+        });
+        self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u))).0
     }
-
 }
 
 impl Transformer {
@@ -152,7 +152,7 @@ impl Transformer {
     /// - `tokens`: `[B, T]`, `1 ≤ T ≤ max_seq_len` → logits `[B, T, V]`
     pub fn prefill(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> (Tensor<3>, DecodeState) {
         let t = tokens.dims()[1];
-        let mut x = self.embed.forward(tokens);
+        let mut x = self.enter(tokens);
         let mut mems = memories.iter();
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
@@ -161,7 +161,7 @@ impl Transformer {
             x = y;
             blocks.push(cache);
         }
-        (linear_tokens(&self.head, rms_norm_module(&self.norm, x)), DecodeState { len: t, blocks })
+        (linear_tokens(&self.head, self.exit(x)), DecodeState { len: t, blocks })
     }
 
     /// Logits of the next token `token` at position `state.len`, which then advances; `memories`
@@ -173,13 +173,13 @@ impl Transformer {
     pub fn decode_step(&self, token: Tensor<2, Int>, memories: &[Tensor<3>], state: &mut DecodeState) -> Tensor<3> {
         let pos = state.len;
         assert!(pos < self.rope.cos.dims()[0], "position {pos} is past the model's context ({})", self.rope.cos.dims()[0]);
-        let mut x = self.embed.forward(token);
+        let mut x = self.enter(token);
         let mut mems = memories.iter();
         for (block, cache) in self.blocks.iter().zip(&mut state.blocks) {
             let mem = block.engram.as_ref().map(|_| mems.next().expect("one memory per Engram block").clone());
             x = block.step(x, mem, &self.rope, cache, pos);
         }
         state.len += 1;
-        linear_tokens(&self.head, rms_norm_module(&self.norm, x))
+        linear_tokens(&self.head, self.exit(x))
     }
 }

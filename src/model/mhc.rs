@@ -335,7 +335,11 @@ pub struct MhcCoeffs {
 /// whose columns sum to 1: `u = (Σ_j pre_j)·h` (the scale is removed by the block's RMSNorm)
 /// and `X'_k = 1·y + Σ_j comb[j, k]·h = h + F(RMSNorm(h))` for every `k` — the streams stay
 /// identical copies of the plain pre-norm residual net, through every sublayer (spec §3.7,
-/// fact 1; the columns of `comb` sum to `1 − O(ε)`, so this holds to ~1e-6). A random `φ`
+/// fact 1; the columns of `comb` sum to `1 − O(ε)`). "Exactly" up to the norms' ε: the block
+/// RMSNorm reads `(Σ pre)·h` (≈ (M/2)·h), and the exit scales the common stream by `Σ_j w_j`
+/// before the final RMSNorm; `ε` is 1e-5 of a unit mean square but ≈ 2.5 % of the 0.02²
+/// of freshly initialised embeddings, so at step 0 the outputs differ from the pre-norm net's
+/// by ~1e-5 relative on unit-scale activations and by up to ~1 % on the model's own. A random `φ`
 /// in the `post` columns would make `post` token- and stream-dependent and break this
 /// (the spec measured 7.5e-3 for HF's fully random `φ`).
 ///

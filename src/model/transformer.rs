@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::Rope;
 use super::block::{Block, NORM_EPS};
+use super::mhc::{expand_streams, MhcConfig, StreamExit};
 use super::moe::MoeConfig;
 use crate::engram::{EngramConfig, EngramMemory};
 use crate::ops;
@@ -43,6 +44,11 @@ pub struct ModelConfig {
     /// dense SwiGLU MLP.
     #[serde(default)]
     pub moe: Option<MoeConfig>,
+    /// Multi-branch residual streams with mHC ([`crate::model::mhc`]); `None` for one plain
+    /// residual stream (the model of a config without this key, bit for bit). With it, Engram's
+    /// `hc_mult` must equal `mhc.streams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mhc: Option<MhcConfig>,
 }
 
 impl ModelConfig {
@@ -53,7 +59,7 @@ impl ModelConfig {
 
     /// A baseline of the given shape.
     pub fn new(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize, max_seq_len: usize) -> Self {
-        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None, moe: None }
+        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None, moe: None, mhc: None }
     }
 
     /// Preset `tiny`: D 64, 2 blocks, 4 heads (tests, `--quick`).
@@ -73,7 +79,10 @@ impl ModelConfig {
     }
 
     /// The same model with Engram.
-    pub fn with_engram(mut self, engram: EngramConfig) -> Self {
+    pub fn with_engram(mut self, mut engram: EngramConfig) -> Self {
+        if let Some(h) = &self.mhc {
+            engram.hc_mult = h.streams;
+        }
         self.engram = Some(engram);
         self
     }
@@ -82,6 +91,21 @@ impl ModelConfig {
     pub fn with_moe(mut self, moe: MoeConfig) -> Self {
         self.moe = Some(moe);
         self
+    }
+
+    /// The same model on `mhc.streams` residual streams with mHC; an Engram config present
+    /// now or added later by [`ModelConfig::with_engram`] gets `hc_mult = mhc.streams`.
+    pub fn with_mhc(mut self, mhc: MhcConfig) -> Self {
+        if let Some(e) = &mut self.engram {
+            e.hc_mult = mhc.streams;
+        }
+        self.mhc = Some(mhc);
+        self
+    }
+
+    /// Residual streams `M`: `mhc.streams`, 1 without mHC.
+    pub fn streams(&self) -> usize {
+        self.mhc.as_ref().map_or(1, |h| h.streams)
     }
 
     /// Check every field; the error names the field, its value and what is allowed.
@@ -99,11 +123,23 @@ impl ModelConfig {
         if !(self.d_model / self.n_heads).is_multiple_of(2) {
             return Err(ConfigError::new("model.n_heads", self.n_heads, "a head width d_model / n_heads that is even (RoPE rotates pairs)"));
         }
+        if let Some(h) = &self.mhc {
+            h.validate()?;
+        }
         if let Some(e) = &self.engram {
             e.validate(self.n_layers)?;
         }
         if let Some(m) = &self.moe {
             m.validate()?;
+        }
+        if let Some(e) = &self.engram {
+            if e.hc_mult != self.streams() {
+                let streams = match &self.mhc {
+                    Some(h) => format!("model.mhc.streams = {}", h.streams),
+                    None => "1, the model's single residual stream (no model.mhc)".to_string(),
+                };
+                return Err(ConfigError::new("engram.hc_mult", e.hc_mult, format!("the number of residual streams: {streams}")));
+            }
         }
         Ok(())
     }
@@ -123,7 +159,7 @@ impl ModelConfig {
                 blocks[l].engram = Some(e.layer_config(d).init(device));
             }
         }
-        Transformer {
+        let mut model = Transformer {
             embed: EmbeddingConfig::new(self.vocab_size, d)
                 .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD })
                 .init(device),
@@ -134,7 +170,18 @@ impl ModelConfig {
                 .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD })
                 .init(device),
             rope: Rope::new(self.max_seq_len, d / self.n_heads, ROPE_THETA, device),
+            hc_exit: None,
+        };
+        // mHC is drawn last, so that the backbone's weights are those of the same model
+        // without it (for one seed).
+        if let Some(h) = &self.mhc {
+            for block in &mut model.blocks {
+                block.hc_attn = Some(h.init_sublayer(d, device));
+                block.hc_ffn = Some(h.init_sublayer(d, device));
+            }
+            model.hc_exit = Some(h.init_exit(d, device));
         }
+        model
     }
 }
 
@@ -151,6 +198,9 @@ pub struct Transformer {
     pub head: Linear,
     /// RoPE tables.
     pub rope: Rope,
+    /// With mHC, the collapse of the streams before the final RMSNorm; `None` on one plain
+    /// residual stream.
+    pub hc_exit: Option<StreamExit>,
 }
 
 impl Transformer {
@@ -197,7 +247,7 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]` → `[B, T, D]`, aux `[1]`
     pub fn hidden_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
-        let mut x = self.embed.forward(tokens); // [B, T, D]
+        let mut x = self.enter(tokens); // [B, T, M, D]
         let mut mem_iter = memories.iter();
         let mut aux_sum: Option<Tensor<1>> = None;
         let mut n_aux = 0usize;
@@ -208,7 +258,7 @@ impl Transformer {
             } else {
                 None
             };
-            let (y, aux) = block.forward_with_aux(x, mem, &self.rope);
+            let (y, aux) = block.forward_streams(x, mem, &self.rope);
             x = y;
             if let Some(a) = aux {
                 n_aux += 1;
@@ -218,7 +268,41 @@ impl Transformer {
                 });
             }
         }
-        (ops::rms_norm_module(&self.norm, x), aux_sum.map(|s| s / n_aux as f32))
+        (self.exit(x), aux_sum.map(|s| s / n_aux as f32))
+    }
+
+    /// Residual streams `M` (1 without mHC).
+    pub fn streams(&self) -> usize {
+        self.blocks.first().and_then(|b| b.hc_attn.as_ref()).map_or(1, |h| h.streams)
+    }
+
+    /// Stream entry: the token embeddings, repeated on `M` streams with mHC (one stream
+    /// otherwise).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` → `[B, T, M, D]`
+    pub fn enter(&self, tokens: Tensor<2, Int>) -> Tensor<4> {
+        let x = self.embed.forward(tokens); // [B, T, D]
+        match &self.hc_exit {
+            Some(_) => expand_streams(x, self.streams()),
+            None => x.unsqueeze_dim(2),
+        }
+    }
+
+    /// Stream exit: the streams collapsed ([`StreamExit`]) with mHC, then the final RMSNorm —
+    /// the LM head's input.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, M, D]` → `[B, T, D]`
+    pub fn exit(&self, x: Tensor<4>) -> Tensor<3> {
+        let h = match &self.hc_exit {
+            Some(exit) => exit.forward(x),
+            None => {
+                let [b, t, _, d] = x.dims();
+                x.reshape([b, t, d])
+            }
+        };
+        ops::rms_norm_module(&self.norm, h)
     }
 
     /// Number of Engram blocks.
@@ -421,9 +505,15 @@ mod tests {
     #[test]
     fn changing_a_future_token_never_changes_earlier_logits() {
         let device = Device::flex();
-        for engram in [None, Some(engram_cfg())] {
+        for (engram, mhc) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut cfg = ModelConfig::tiny(37, 16);
-            cfg.engram = engram;
+            if mhc {
+                cfg = cfg.with_mhc(MhcConfig::default());
+            }
+            if engram {
+                cfg = cfg.with_engram(engram_cfg());
+            }
+            cfg.validate().unwrap();
             let mut model = cfg.init(&device);
             // A non-zero conv, so that the Engram path's causality is exercised too.
             for b in model.blocks.iter_mut() {
@@ -448,6 +538,69 @@ mod tests {
                 assert!((at(la) - at(lb)).abs().max().into_scalar::<f32>() > 0.0);
             }
         }
+    }
+
+    #[test]
+    fn at_initialisation_every_mhc_stream_is_the_pre_norm_residual_stream() {
+        // MHC_SPEC §3.7 fact 1: the streams enter as identical copies and `post = 1`, so with
+        // columns of `comb` summing to 1 every stream stays the plain residual stream, block
+        // after block (same backbone weights in both models). The exit then only scales it
+        // (the final RMSNorm removes the scale up to its ε).
+        // Unit-scale embeddings: the sublayers read `(Σ pre)·h` instead of `h`, the same up to
+        // the block RMSNorm's ε, which is ~1 % of a mean square of 0.02² but 1e-5 of 1.
+        let device = Device::flex();
+        let mut plain = ModelConfig::tiny(37, 16).init(&device);
+        plain.embed.weight = Param::from_tensor(Tensor::random([37, 64], Distribution::Normal(0.0, 1.0), &device));
+        let ids: Vec<i32> = (0..2 * 12).map(|i| (i * 7 % 37) as i32).collect();
+        let x = tokens(&ids, 2, 12, &device);
+        let hc = MhcConfig::default();
+        let mut model = plain.clone();
+        for b in &mut model.blocks {
+            b.hc_attn = Some(hc.init_sublayer(64, &device));
+            b.hc_ffn = Some(hc.init_sublayer(64, &device));
+        }
+        model.hc_exit = Some(hc.init_exit(64, &device));
+        assert_eq!(model.streams(), 4);
+        let (mut h, mut streams) = (plain.embed.forward(x.clone()), model.enter(x.clone()));
+        for (p, m) in plain.blocks.iter().zip(&model.blocks) {
+            h = p.forward(h, None, &plain.rope);
+            streams = m.forward_streams(streams, None, &model.rope).0;
+            let scale = h.clone().abs().max().into_scalar::<f32>();
+            for k in 0..4 {
+                let s = streams.clone().slice([0..2, 0..12, k..k + 1, 0..64]).reshape([2, 12, 64]);
+                let diff = (s - h.clone()).abs().max().into_scalar::<f32>();
+                assert!(diff <= 1e-4 * scale, "stream {k}: differs by {diff} (scale {scale})");
+            }
+        }
+        // A random post column of φ makes `post` token-dependent: no longer the residual net.
+        let mut broken = model.clone();
+        let hc_attn = broken.blocks[0].hc_attn.as_mut().unwrap();
+        hc_attn.phi = Param::from_tensor(Tensor::random(hc_attn.phi.val().dims(), Distribution::Normal(0.0, 1.0), &device));
+        hc_attn.scale = Param::from_tensor(Tensor::ones([3], &device));
+        let s = broken.blocks[0].forward_streams(broken.enter(x.clone()), None, &broken.rope).0;
+        let h = plain.blocks[0].forward(plain.embed.forward(x), None, &plain.rope);
+        let off = (s.slice([0..2, 0..12, 0..1, 0..64]).reshape([2, 12, 64]) - h.clone()).abs().max().into_scalar::<f32>();
+        assert!(off > 1e-3 * h.abs().max().into_scalar::<f32>(), "a random post column changed nothing ({off})");
+    }
+
+    #[test]
+    fn mhc_config_is_optional_checked_and_sets_engrams_streams() {
+        let plain = ModelConfig::tiny(37, 16).with_engram(engram_cfg());
+        // Without mHC the config file has no `mhc` key: existing runs' files are unchanged.
+        assert!(serde_json::to_value(&plain).unwrap().get("mhc").is_none());
+        let hc = plain.clone().with_mhc(MhcConfig::default());
+        assert_eq!(hc.engram.as_ref().unwrap().hc_mult, 4);
+        hc.validate().unwrap();
+        let back: ModelConfig = serde_json::from_value(serde_json::to_value(&hc).unwrap()).unwrap();
+        assert_eq!(back, hc);
+        let mut bad = hc.clone();
+        bad.engram.as_mut().unwrap().hc_mult = 1;
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.field, "engram.hc_mult");
+        assert!(e.allowed.contains("model.mhc.streams = 4"), "{e}");
+        let mut bad = hc;
+        bad.mhc.as_mut().unwrap().streams = 0;
+        assert_eq!(bad.validate().unwrap_err().field, "model.mhc.streams");
     }
 
     #[test]
