@@ -6,7 +6,7 @@
 use engram::data::{DataConfig, PreparedData};
 use engram::device::device_from_name;
 use engram::engram::EngramConfig;
-use engram::model::ModelConfig;
+use engram::model::{MhcConfig, ModelConfig};
 use engram::config::{ExperimentConfig, TrainConfig};
 use engram::train::{run, RunOptions};
 
@@ -39,9 +39,9 @@ fn a_small_engram_model_trains_on_wgpu() {
 /// (burn's generic ops), both from the same weights (`train.init_from` a one-step flex run:
 /// the two backends' random generators draw different initialisations): the logged training
 /// losses and the final held-out loss agree within [`PARITY_TOLERANCE`] (relative), with and
-/// without Engram. Float rounding differs between the two (fused vs unfused sums, another
-/// matmul order), and 24 Adam steps carry it forward: the tolerance is for that drift, not for
-/// a different computation.
+/// without Engram, and on four residual streams with mHC. Float rounding differs between the
+/// two (fused vs unfused sums, another matmul order), and 24 Adam steps carry it forward: the
+/// tolerance is for that drift, not for a different computation.
 #[test]
 fn flex_and_wgpu_train_the_same_model_to_the_same_losses() {
     let wgpu = device_from_name("wgpu").expect("wgpu must be usable where this test runs");
@@ -49,7 +49,8 @@ fn flex_and_wgpu_train_the_same_model_to_the_same_losses() {
     let data_cfg = DataConfig { val_books: vec!["carroll-alice".into()], ..DataConfig::bytes() };
     let data = PreparedData::prepare(&data_cfg).unwrap();
     let engram = EngramConfig { layer_ids: vec![1], table_size: vec![512, 512], d_head: 8, ..EngramConfig::default() };
-    for (name, model) in [("engram", ModelConfig::new(256, 32, 2, 2, 16).with_engram(engram)), ("baseline", ModelConfig::new(256, 32, 2, 2, 16))] {
+    let mhc = ModelConfig::new(256, 32, 2, 2, 16).with_mhc(MhcConfig::default()).with_engram(engram.clone());
+    for (name, model) in [("engram", ModelConfig::new(256, 32, 2, 2, 16).with_engram(engram)), ("baseline", ModelConfig::new(256, 32, 2, 2, 16)), ("mhc", mhc)] {
         let cfg = ExperimentConfig {
             name: name.into(),
             model,

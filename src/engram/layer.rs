@@ -594,6 +594,59 @@ mod tests {
         }
     }
 
+    /// The whole layer written out on `M` streams (gains at their initial 1): `ṽ`, then per
+    /// stream RMSNorm, the depthwise causal conv over the `M·D` channels (channel `m·D + c`),
+    /// tap `j` reading position `t − (k − 1 − j)·dilation`, SiLU, and `Y = ṽ + conv`.
+    fn reference_output(layer: &Engram, h: Tensor<4>, e: Tensor<3>) -> Tensor<4> {
+        let [b, t, m, d] = h.dims();
+        let v_tilde = reference_v_tilde(layer, h, e);
+        let rms = |x: Tensor<3>| x.clone() / (x.square().mean_dim(2) + SHORT_CONV_NORM_EPS).sqrt();
+        let normed: Vec<Tensor<3>> = (0..m).map(|i| rms(v_tilde.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]))).collect();
+        let x = Tensor::cat(normed, 2); // [B, T, M·D]
+        let [c, k] = layer.conv_weight.dims();
+        let pad = (k - 1) * layer.dilation;
+        let padded = Tensor::cat(vec![Tensor::zeros([b, pad, c], &x.device()), x], 1);
+        let mut acc = Tensor::<3>::zeros([b, t, c], &padded.device());
+        for j in 0..k {
+            let w = layer.conv_weight.val().slice([0..c, j..j + 1]).reshape([1, 1, c]);
+            acc = acc + padded.clone().slice([0..b, j * layer.dilation..j * layer.dilation + t, 0..c]) * w;
+        }
+        v_tilde + burn::tensor::activation::silu(acc).reshape([b, t, m, d])
+    }
+
+    #[test]
+    fn four_stream_layer_has_the_value_and_gradients_of_the_written_out_formula() {
+        // [B, T, 4, D] with a non-zero conv whose reach (3 taps back × dilation 3) exceeds T
+        // at the start: every gradient against `reference_output`.
+        let device = Device::flex().autodiff();
+        let mut layer = seeded_layer(EngramLayerConfig::new(16, 24, 3).with_hc_mult(4).init(&device), 60);
+        layer.conv_weight = seeded_param(&layer.conv_weight, 0.0, 0.5, 70);
+        let h = seeded::<4>([2, 11, 4, 16], 0.0, 1.0, 71, &device).require_grad();
+        let e = seeded::<3>([2, 11, 24], 0.0, 1.0, 72, &device).require_grad();
+        let r = seeded::<4>([2, 11, 4, 16], 0.0, 1.0, 73, &device);
+        let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+        let run = |ours: bool| {
+            let y = if ours { layer.forward(h.clone(), e.clone()) } else { reference_output(&layer, h.clone(), e.clone()) };
+            let g = (y.clone() * r.clone()).sum().backward();
+            let mut out = vec![vals(y.reshape([-1, 1])), vals(h.grad(&g).unwrap().reshape([-1, 1])), vals(e.grad(&g).unwrap().reshape([-1, 1]))];
+            out.push(vals(layer.value.weight.val().grad(&g).unwrap()));
+            out.push(vals(layer.conv_weight.val().grad(&g).unwrap()));
+            for key in &layer.keys {
+                out.push(vals(key.weight.val().grad(&g).unwrap()));
+            }
+            out
+        };
+        let (ours, theirs) = (run(true), run(false));
+        assert_eq!(ours.len(), 9);
+        for (i, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+            let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "output/gradient #{i}: difference {worst}, scale {scale}");
+        }
+        // Each stream has its own gate: the four key projections got different gradients.
+        assert!(theirs[5] != theirs[6], "the streams' key gradients are identical");
+    }
+
     #[test]
     fn fused_gate_and_conv_have_the_value_and_gradients_of_burns_ops() {
         // The fused path (value and key in one product, then the fused kernel) against burn's
