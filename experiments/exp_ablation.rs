@@ -16,13 +16,18 @@
 //! | `size-one-table` | control: one row per head (a learned constant)                    |
 //! | `shuffled-hash`  | control: each sequence reads another sequence's rows              |
 //! | `baseline`       | no Engram                                                         |
+//! | `mhc-full`       | `full` on 4 residual streams with mHC (one gate per stream)       |
+//! | `mhc-baseline`   | no Engram, 4 residual streams with mHC                            |
 //!
 //! and `full, memory off`: the trained `full` models evaluated with their Engram output zeroed.
 //! The bar chart shows each variant's validation loss minus the baseline's, paired by seed
-//! (mean ± std over seeds); the table also gives the absolute losses.
+//! (mean ± std over seeds); the table also gives the absolute losses. A second table pairs the
+//! multi-branch runs: the paper's "without multi-branch" ablation (`full` − `mhc-full`, one
+//! stream against four at the same backbone), mHC without Engram (`mhc-baseline` −
+//! `baseline`), and Engram on four streams (`mhc-full` − `mhc-baseline`).
 //!
 //! ```text
-//! cargo run --bin exp_ablation                 # default: 27 runs, about 27 min on 2 cores
+//! cargo run --bin exp_ablation                 # default: 33 runs
 //! cargo run --bin exp_ablation -- --quick      # smoke test (< 60 s)
 //! cargo run --bin exp_ablation -- --plot-only  # redraw from runs/exp_ablation/
 //! ```
@@ -32,6 +37,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::{EngramConfig, EngramControl};
+use engram::model::MhcConfig;
 use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
 use engram::report::{bar_chart, Bar};
@@ -47,6 +53,14 @@ const TABLE_SIZE: u64 = 4_096;
 const BASELINE: &str = "baseline";
 const FULL: &str = "full";
 const MEMORY_OFF: &str = "full, memory off";
+const MHC_FULL: &str = "mhc-full";
+const MHC_BASELINE: &str = "mhc-baseline";
+/// The multi-branch comparisons, paired by seed: (label, group, reference).
+const MULTI_BRANCH: [(&str, &str, &str); 3] = [
+    ("without multi-branch (full − mhc-full)", FULL, MHC_FULL),
+    ("mHC without Engram (mhc-baseline − baseline)", MHC_BASELINE, BASELINE),
+    ("Engram on 4 streams (mhc-full − mhc-baseline)", MHC_FULL, MHC_BASELINE),
+];
 
 #[derive(Parser)]
 #[command(name = NAME, about = "Engram ablations and controls vs the baseline, mean ± std over seeds")]
@@ -74,13 +88,36 @@ fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
         ("size-one-table", Some(EngramConfig { control: EngramControl::SizeOneTable, ..full.clone() })),
         ("shuffled-hash", Some(EngramConfig { control: EngramControl::ShuffledHash, ..full.clone() })),
     ];
-    variants
+    let mut specs: Vec<SweepSpec> = variants
         .into_iter()
         .map(|(name, engram)| {
             let mut model = setup.backbone();
             model.engram = engram;
             SweepSpec { group: name.into(), x: None, config: setup.config(name, model) }
         })
+        .collect();
+    // The same backbone on four mHC streams, without and with the full layer (whose hc_mult
+    // becomes 4: one key projection and gate per stream).
+    for (name, engram) in [(MHC_BASELINE, None), (MHC_FULL, Some(full))] {
+        let mut model = setup.backbone().with_mhc(MhcConfig::default());
+        if let Some(e) = engram {
+            model = model.with_engram(e);
+        }
+        specs.push(SweepSpec { group: name.into(), x: None, config: setup.config(name, model) });
+    }
+    specs
+}
+
+/// (label, per-seed differences, mean, std) of every multi-branch comparison with runs.
+fn multi_branch(summary: &SweepSummary) -> Vec<(String, Vec<f64>, f64, f64)> {
+    MULTI_BRANCH
+        .iter()
+        .map(|&(label, group, reference)| {
+            let d = paired_differences(&summary.runs, group, reference, |r| Some(r.record.val_bpb));
+            let (m, s) = mean_std(&d);
+            (label.to_string(), d, m, s)
+        })
+        .filter(|(_, d, _, _)| !d.is_empty())
         .collect()
 }
 
@@ -125,7 +162,11 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
             serde_json::json!({ "variant": label, "val_bpb_mean": m, "val_bpb_std": s, "delta_vs_baseline": d, "delta_mean": dm, "delta_std": ds })
         })
         .collect();
-    serde_json::json!({ "paired_vs_baseline": rows })
+    let multi: Vec<serde_json::Value> = multi_branch(summary)
+        .into_iter()
+        .map(|(label, d, m, s)| serde_json::json!({ "comparison": label, "delta": d, "delta_mean": m, "delta_std": s }))
+        .collect();
+    serde_json::json!({ "paired_vs_baseline": rows, "multi_branch": multi })
 }
 
 fn print_table(summary: &SweepSummary) {
@@ -145,6 +186,10 @@ fn print_table(summary: &SweepSummary) {
         ]);
     }
     println!("{}", render(&["variant", "table params", "FLOPs/tok", "val bpb", "Δ vs baseline (paired)"], &rows));
+    let multi: Vec<Vec<String>> = multi_branch(summary).into_iter().map(|(label, d, m, s)| vec![label, format!("{m:+.4} ± {s:.4}"), d.len().to_string()]).collect();
+    if !multi.is_empty() {
+        println!("\n{}", render(&["multi-branch comparison", "Δ val bpb (paired)", "seeds"], &multi));
+    }
 }
 
 fn main_inner() -> anyhow::Result<()> {

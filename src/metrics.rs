@@ -14,14 +14,22 @@ pub struct MetricRow {
     pub tokens: u64,
     /// Mean training loss since the previous row.
     pub train_loss: f32,
-    /// Validation loss in nats per token (NaN when not evaluated at this row).
+    /// Validation loss in nats per token (NaN when not evaluated at this row; `null` in JSON).
+    #[serde(deserialize_with = "null_as_nan")]
     pub val_loss: f32,
-    /// Validation bits per byte (NaN when not evaluated at this row).
+    /// Validation bits per byte (NaN when not evaluated at this row; `null` in JSON).
+    #[serde(deserialize_with = "null_as_nan")]
     pub val_bpb: f32,
     /// Learning rate of the last step.
     pub lr: f64,
     /// Seconds since the start of training (evaluation included).
     pub elapsed_seconds: f64,
+}
+
+/// JSON has no NaN: `serde_json` writes it as `null`; this reads `null` back as NaN, so a
+/// run's `summary.json` (its curve) reads back what it wrote.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 /// Header of `metrics.csv`. Every column but the last, `elapsed_seconds` (wall-clock time), is
@@ -77,6 +85,16 @@ pub fn val_bpb_curve(rows: &[MetricRow]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_reads_back_a_row_without_evaluation() {
+        let row = MetricRow { step: 10, tokens: 640, train_loss: 5.5, val_loss: f32::NAN, val_bpb: f32::NAN, lr: 1e-3, elapsed_seconds: 1.0 };
+        let text = serde_json::to_string(&row).unwrap();
+        assert!(text.contains("\"val_loss\":null"), "{text}");
+        let back: MetricRow = serde_json::from_str(&text).unwrap();
+        assert!(back.val_loss.is_nan() && back.val_bpb.is_nan());
+        assert_eq!((back.step, back.train_loss.to_bits()), (10, 5.5f32.to_bits()));
+    }
 
     #[test]
     fn reads_back_what_csv_writes_bit_for_bit_including_nan() {

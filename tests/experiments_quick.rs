@@ -76,6 +76,16 @@ fn exp_scaling_quick_writes_runs_fit_and_plot() {
     let redraw = run(bin, &["--quick", "--plot-only", "--out", dir.to_str().unwrap()]);
     assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
     assert!(dir.join("loss_vs_slots.png").is_file());
+    // An interrupted experiment (no summary.json yet) reads its finished runs back instead of
+    // training them again, and gets the same results.
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    let resumed = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(err.contains("(reused)") && !err.contains("(trained)"), "runs were trained again:\n{err}");
+    let r = SweepSummary::read(&dir).unwrap();
+    let bpb = |s: &SweepSummary| s.runs.iter().map(|r| r.record.val_bpb.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bpb(&r), bpb(&s));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -104,7 +114,7 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     let dir = out_dir("ablation");
     let s = quick(env!("CARGO_BIN_EXE_exp_ablation"), &dir);
     let groups: Vec<&str> = s.groups.iter().map(|g| g.group.as_str()).collect();
-    for want in ["baseline", "full", "no-gate", "no-conv", "no-compression", "2gram-only", "two-blocks", "size-one-table", "shuffled-hash"] {
+    for want in ["baseline", "full", "no-gate", "no-conv", "no-compression", "2gram-only", "two-blocks", "size-one-table", "shuffled-hash", "mhc-baseline", "mhc-full"] {
         assert!(groups.contains(&want), "variant {want} missing from {groups:?}");
     }
     let full = s.group("full").unwrap();
@@ -121,6 +131,12 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     assert!(rows.iter().any(|r| r["variant"] == "full, memory off"));
     assert!(rows.iter().all(|r| r["delta_vs_baseline"].as_array().is_some_and(|d| d.len() == s.seeds)));
     assert!(s.plots.iter().any(|p| p.ends_with("ablation.png")));
+    // The multi-branch runs: four streams, Engram with one gate per stream.
+    let multi = s.analysis["multi_branch"].as_array().expect("multi-branch comparisons in the summary");
+    assert_eq!(multi.len(), 3);
+    assert!(multi.iter().all(|r| r["delta"].as_array().is_some_and(|d| d.len() == s.seeds)));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mhc-full-s0/config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["model"]["mhc"]["streams"].as_u64(), cfg["model"]["engram"]["hc_mult"].as_u64()), (Some(4), Some(4)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
