@@ -25,6 +25,11 @@
 //! copy of the smallest table's configuration in the same group — measures how far from 1 the
 //! method and the machine put a ratio on their own (`control_over_smallest_sparse`).
 //!
+//! Multi-branch streams: the same backbone and the Engram model at 2^16 rows on four mHC
+//! streams (`mhc4-backbone`, `mhc4-2p16`), timed in the light group beside their one-stream
+//! twins; the summary gives the step-time ratios M = 4 / M = 1 with their quartiles, beside the
+//! ratio of the forward FLOPs per token ([`engram::cost::cost`]) — the extra work.
+//!
 //! Peak memory is measured in a first, sequential pass over the table sizes (a few steps each,
 //! ascending): the process's peak resident set (VmHWM) after each size, so the peak up to and
 //! including that size.
@@ -47,7 +52,8 @@ use serde::{Deserialize, Serialize};
 use engram::data::{DataConfig, PreparedData};
 use engram::engram::EngramConfig;
 use engram::experiment::{cpu_ticks, exit_with, iqr, load_data, median, peak_rss_bytes, prepare_out_dir, time_interleaved, CommonArgs, TimingJob};
-use engram::model::ModelConfig;
+use engram::cost::cost;
+use engram::model::{MhcConfig, ModelConfig};
 use engram::report::table::render;
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::table::UpdateMode;
@@ -106,6 +112,16 @@ struct Summary {
     ndarray_backbone_step_seconds: Option<f64>,
     ndarray_reference_config_step_seconds: Option<f64>,
     tokens_per_step: usize,
+    /// Step time on four mHC streams over one stream: the backbone, and the Engram model at
+    /// the default table size; with the step-by-step quartiles.
+    mhc4_over_m1_backbone: Option<f64>,
+    mhc4_over_m1_backbone_iqr: Option<[f64; 2]>,
+    mhc4_over_m1_engram: Option<f64>,
+    mhc4_over_m1_engram_iqr: Option<[f64; 2]>,
+    /// Forward FLOPs per token on four streams over one stream (the extra work): backbone,
+    /// Engram model.
+    mhc4_flops_ratio_backbone: Option<f64>,
+    mhc4_flops_ratio_engram: Option<f64>,
     /// Share of the machine's CPU time that the hypervisor gave to other guests during the
     /// timing passes (`steal` in `/proc/stat`); `None` where not reported.
     cpu_steal_percent: Option<f64>,
@@ -241,6 +257,8 @@ fn main_inner() -> anyhow::Result<()> {
                 add(format!("dense-2p{l}"), engram_at(1 << l, UpdateMode::Dense), false, &device);
             }
         }
+        add("mhc4-backbone".into(), backbone.clone().with_mhc(MhcConfig::default()), false, &device);
+        add(format!("mhc4-2p{default_log2}"), engram_at(1 << default_log2, UpdateMode::Sparse).with_mhc(MhcConfig::default()), false, &device);
     }
     add("reference".into(), reference.clone(), true, &device);
     if let Some(nd) = &ndarray {
@@ -275,7 +293,7 @@ fn main_inner() -> anyhow::Result<()> {
     // dense table update, the reference model: caches, TLB and freshly mapped memory left
     // behind), so the light configurations — backbone and row-sparse tables, the comparison
     // that matters — form one group and the heavy ones another.
-    let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p") || t.name.starts_with("control-2p"));
+    let heavy = |t: &Timed| !(t.name == "backbone" || t.name.starts_with("sparse-2p") || t.name.starts_with("control-2p") || t.name.starts_with("mhc4-"));
     let groups: Vec<Vec<usize>> = [false, true].iter().map(|&h| (0..configs.len()).filter(|&i| heavy(&configs[i]) == h).collect()).filter(|g: &Vec<usize>| !g.is_empty()).collect();
     let t_timing = Instant::now();
     let ticks_before = cpu_ticks();
@@ -316,7 +334,16 @@ fn main_inner() -> anyhow::Result<()> {
     let ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| a.median() / b.median());
     let dense_ratio = if dense.len() >= 2 { ratio(dense.values().last().copied(), dense.values().next().copied()) } else { None };
     let backbone_t = find("backbone");
+    let (mhc_backbone, mhc_engram) = (find("mhc4-backbone"), find(&format!("mhc4-2p{default_log2}")));
+    let flops = |t: &Timed| cost(&t.model, t.tc.seq_len, &[]).flops_per_token as f64;
+    let flops_ratio = |a: Option<&Timed>, b: Option<&Timed>| a.zip(b).map(|(a, b)| flops(a) / flops(b));
     let summary = Summary {
+        mhc4_over_m1_backbone: ratio(mhc_backbone, backbone_t),
+        mhc4_over_m1_backbone_iqr: paired_iqr(mhc_backbone, backbone_t),
+        mhc4_over_m1_engram: ratio(mhc_engram, sparse.get(&default_rows).copied()),
+        mhc4_over_m1_engram_iqr: paired_iqr(mhc_engram, sparse.get(&default_rows).copied()),
+        mhc4_flops_ratio_backbone: flops_ratio(mhc_backbone, backbone_t),
+        mhc4_flops_ratio_engram: flops_ratio(mhc_engram, sparse.get(&default_rows).copied()),
         backend: c.device.clone(),
         timed_steps: 2 * per_pass,
         engram_over_backbone_at_default: ratio(sparse.get(&default_rows).copied(), backbone_t),
@@ -426,6 +453,11 @@ fn report(s: &Summary) {
     }
     if let Some(r) = s.control_over_smallest_sparse {
         println!("A/A control, smallest table twice:  {r:.3}{}", spread(s.control_over_smallest_sparse_iqr));
+    }
+    for (what, r, q, f) in [("backbone", s.mhc4_over_m1_backbone, s.mhc4_over_m1_backbone_iqr, s.mhc4_flops_ratio_backbone), ("Engram model", s.mhc4_over_m1_engram, s.mhc4_over_m1_engram_iqr, s.mhc4_flops_ratio_engram)] {
+        if let (Some(r), Some(f)) = (r, f) {
+            println!("4 mHC streams / 1 stream, {what}: step {r:.3}{}, forward FLOPs {f:.3}", spread(q));
+        }
     }
     if let (Some((&r0, &w0)), Some((&r1, &w1))) = (s.table_work_seconds.iter().next(), s.table_work_seconds.iter().last()) {
         println!("table work alone (unique rows, gather, sparse Adam): {:.2} ms at 2^{}, {:.2} ms at 2^{}", w0 * 1e3, r0.trailing_zeros(), w1 * 1e3, r1.trailing_zeros());

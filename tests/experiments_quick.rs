@@ -165,6 +165,12 @@ fn exp_throughput_quick_times_every_configuration_and_rejects_zero_reps() {
     assert!((positive("largest_over_smallest_sparse") - large / small).abs() < 1e-9);
     let q: Vec<f64> = s["largest_over_smallest_sparse_iqr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(q.len() == 2 && 0.0 < q[0] && q[0] <= q[1], "{q:?}");
+    // Four mHC streams against one: step-time ratios, and the FLOPs ratio (the extra work).
+    for key in ["mhc4_over_m1_backbone", "mhc4_over_m1_engram"] {
+        positive(key);
+        assert!(s[format!("{key}_iqr")].as_array().is_some_and(|q| q.len() == 2), "{key}_iqr");
+    }
+    assert!(positive("mhc4_flops_ratio_backbone") > 1.0 && positive("mhc4_flops_ratio_engram") > 1.0);
     // The A/A control (the smallest size a second time) has a ratio and quartiles too.
     positive("control_over_smallest_sparse");
     let q: Vec<f64> = s["control_over_smallest_sparse_iqr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
