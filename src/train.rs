@@ -295,6 +295,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     } else {
         None
     };
+    let mhc_amax_gain = evaluate::amax_gain(&valid, &mut batcher, &hosts, data, &final_windows, &eval_device)?;
     let mut sorted = step_times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let result = RunResult {
@@ -320,6 +321,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
         steps: tc.steps,
         seed: tc.seed,
         curve,
+        mhc_amax_gain,
     };
     write_json(&out_dir.join("summary.json"), &result)?;
     Ok(result)

@@ -137,6 +137,14 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     assert!(multi.iter().all(|r| r["delta"].as_array().is_some_and(|d| d.len() == s.seeds)));
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mhc-full-s0/config.json")).unwrap()).unwrap();
     assert_eq!((cfg["model"]["mhc"]["streams"].as_u64(), cfg["model"]["engram"]["hc_mult"].as_u64()), (Some(4), Some(4)));
+    // Their summaries carry the mHC amax gain of the trained stack (≈ 1: stable); others none.
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mhc-full-s0/summary.json")).unwrap()).unwrap();
+    let gain = &run["mhc_amax_gain"];
+    for key in ["forward_mean", "forward_max", "backward_mean", "backward_max"] {
+        assert!(gain[key].as_f64().is_some_and(|g| (0.5..2.0).contains(&g)), "{key}: {gain}");
+    }
+    let plain: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("full-s0/summary.json")).unwrap()).unwrap();
+    assert!(plain.get("mhc_amax_gain").is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

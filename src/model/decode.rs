@@ -8,7 +8,9 @@
 //! conv. [`Transformer::decode_step`] then takes the next token and its Engram memory (the rows
 //! of its n-grams, hashed from the last tokens by the caller: see [`crate::generate`]) and
 //! returns its logits, attending to the cache. The logits equal those of one forward pass over
-//! the whole sequence up to float rounding (tested to 1e-4 relative on flex).
+//! the whole sequence up to float rounding (tested to 1e-4 relative on flex). On `M` mHC
+//! streams nothing more is kept: the mHC coefficients are per token, so a step computes its
+//! own from its streams.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;

@@ -301,7 +301,44 @@ pub fn sum_streams(x: Tensor<4>) -> Tensor<3> {
     x.sum_dim(2).reshape([b, t, d])
 }
 
-/// `1 / √(mean(xf²) + eps)` of every flattened token.
+/// The mHC paper's "amax gain" of a stack of sublayers (its Figs. 3 and 7; spec §7.4 item 7):
+/// with `P = comb_0 · comb_1 ⋯ comb_{L−1}` per token (the product of the code's `comb`, which
+/// is `(Π H^res)ᵀ`), the forward gain is the largest absolute column sum of `P` and the
+/// backward gain the largest absolute row sum; both ≈ 1 for mHC, and far from 1 where the
+/// unconstrained Hyper-Connections blow up.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AmaxGain {
+    /// Forward gain, mean over tokens.
+    pub forward_mean: f64,
+    /// Forward gain, largest over tokens.
+    pub forward_max: f64,
+    /// Backward gain, mean over tokens.
+    pub backward_mean: f64,
+    /// Backward gain, largest over tokens.
+    pub backward_max: f64,
+}
+
+impl AmaxGain {
+    /// The gain of the sublayers whose `comb`s (`[B, T, M, M]`, in forward order) are given;
+    /// `None` for none.
+    pub fn of(combs: &[Tensor<4>]) -> Option<AmaxGain> {
+        let mut p = combs.first()?.clone();
+        for c in &combs[1..] {
+            p = p.matmul(c.clone());
+        }
+        let p = p.abs();
+        let stats = |sums: Tensor<4>| {
+            let v = sums.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 values");
+            (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64, v.iter().fold(0f64, |m, &x| m.max(x as f64)))
+        };
+        // Column sums (over j, axis 2), largest over k; row sums (over k, axis 3), largest over j.
+        let (forward_mean, forward_max) = stats(p.clone().sum_dim(2).max_dim(3));
+        let (backward_mean, backward_max) = stats(p.sum_dim(3).max_dim(2));
+        Some(AmaxGain { forward_mean, forward_max, backward_mean, backward_max })
+    }
+}
+
+/// `1 / √(mean(xf²) + eps)` of every flattened token./// `1 / √(mean(xf²) + eps)` of every flattened token.
 ///
 /// # Shapes
 /// - `xf`: `[N, M·D]` → `[N, 1]`

@@ -1,4 +1,5 @@
-//! The decoder-only Transformer: token embedding, blocks, final RMSNorm, LM head.
+//! The decoder-only Transformer: token embedding (repeated on `M` streams with mHC), blocks,
+//! stream exit, final RMSNorm, LM head.
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::Rope;
 use super::block::{Block, NORM_EPS};
-use super::mhc::{expand_streams, MhcConfig, StreamExit};
+use super::mhc::{expand_streams, AmaxGain, MhcConfig, StreamExit};
 use super::moe::MoeConfig;
 use crate::engram::{EngramConfig, EngramMemory};
 use crate::ops;
@@ -269,6 +270,31 @@ impl Transformer {
             }
         }
         (self.exit(x), aux_sum.map(|s| s / n_aux as f32))
+    }
+
+    /// The mHC amax gain ([`AmaxGain`]) of the whole stack on `tokens`: the forward pass of
+    /// [`Transformer::forward`] keeping every sublayer's `comb`. `None` without mHC.
+    pub fn amax_gain(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> Option<AmaxGain> {
+        self.hc_exit.as_ref()?;
+        let mut x = self.enter(tokens);
+        let mut mems = memories.iter();
+        let mut combs = Vec::with_capacity(2 * self.blocks.len());
+        for block in &self.blocks {
+            if let Some(engram) = &block.engram {
+                let mem = mems.next().expect("one EngramMemory per Engram block").embeddings();
+                x = x.clone() + engram.forward(x, mem);
+            }
+            let (hc_attn, hc_ffn) = (block.hc_attn.as_ref()?, block.hc_ffn.as_ref()?);
+            let (u, c) = hc_attn.pre_mix(x.clone());
+            combs.push(c.comb.clone());
+            let y = block.attn.forward(ops::rms_norm_module(&block.norm_attn, u), &self.rope);
+            x = hc_attn.post_merge(x, y, c);
+            let (u, c) = hc_ffn.pre_mix(x.clone());
+            combs.push(c.comb.clone());
+            let (y, _) = block.ffn(ops::rms_norm_module(&block.norm_mlp, u));
+            x = hc_ffn.post_merge(x, y, c);
+        }
+        AmaxGain::of(&combs)
     }
 
     /// Residual streams `M` (1 without mHC).
@@ -581,6 +607,21 @@ mod tests {
         let h = plain.blocks[0].forward(plain.embed.forward(x), None, &plain.rope);
         let off = (s.slice([0..2, 0..12, 0..1, 0..64]).reshape([2, 12, 64]) - h.clone()).abs().max().into_scalar::<f32>();
         assert!(off > 1e-3 * h.abs().max().into_scalar::<f32>(), "a random post column changed nothing ({off})");
+    }
+
+    #[test]
+    fn the_amax_gain_is_one_at_initialisation_and_none_without_mhc() {
+        let device = Device::flex();
+        let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 5 % 37) as u32).collect();
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), 2, 9, &device);
+        let plain = ModelConfig::tiny(37, 16).with_engram(engram_cfg()).init(&device);
+        assert!(plain.amax_gain(x.clone(), &memories(&plain, 2, 9, &ids, &device)).is_none());
+        let model = ModelConfig::tiny(37, 16).with_mhc(MhcConfig::default()).with_engram(engram_cfg()).init(&device);
+        let g = model.amax_gain(x, &memories(&model, 2, 9, &ids, &device)).unwrap();
+        // Columns of every comb sum to 1 (to ε), so do those of their product; the rows only
+        // converge (Sinkhorn ends on a column pass), to ~1e-5 for the small logits of the init.
+        assert!((g.forward_max - 1.0).abs() < 1e-4 && (g.forward_mean - 1.0).abs() < 1e-4, "{g:?}");
+        assert!((g.backward_max - 1.0).abs() < 1e-3 && g.backward_mean <= g.backward_max, "{g:?}");
     }
 
     #[test]

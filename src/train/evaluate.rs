@@ -8,7 +8,7 @@ use crate::data::batcher::{Batcher, HostBatch};
 use crate::data::PreparedData;
 use crate::engram::{EngramHost, EngramMemory};
 use crate::eval::{EvalReport, EvalWindow};
-use crate::model::Transformer;
+use crate::model::{AmaxGain, Transformer};
 
 /// Score `windows` of the held-out stream ([`crate::eval`]): the summed loss, tokens and bytes
 /// of the targets each window scores, overall and per book. Windows run [`EVAL_BATCH`] (or the
@@ -58,3 +58,19 @@ pub fn evaluate(
 
 /// Windows per forward pass of [`evaluate`] (at least the training batch).
 const EVAL_BATCH: usize = 64;
+
+/// The mHC amax gain ([`Transformer::amax_gain`]) on the first windows of `windows` (one
+/// training batch of them); `None` without mHC or without windows.
+pub fn amax_gain(model: &Transformer, batcher: &mut Batcher, hosts: &[EngramHost], data: &PreparedData, windows: &[EvalWindow], device: &Device) -> Result<Option<AmaxGain>, TrainError> {
+    if model.hc_exit.is_none() || windows.is_empty() {
+        return Ok(None);
+    }
+    let b = batcher.batch;
+    let mut starts: Vec<usize> = windows.iter().take(b).map(|w| w.start).collect();
+    starts.resize(b, windows[0].start);
+    let mut batch = HostBatch::default();
+    batcher.make(&data.val, &starts, &mut batch)?;
+    let (x, _) = upload_batch(&batch, device);
+    let mems: Vec<EngramMemory> = gather_lookups(&mut batch, hosts)?.into_iter().map(|l| l.upload(device).into_memory()).collect();
+    Ok(model.amax_gain(x, &mems))
+}

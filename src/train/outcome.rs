@@ -59,6 +59,10 @@ pub struct RunResult {
     pub seed: u64,
     /// The metrics rows.
     pub curve: Vec<MetricRow>,
+    /// With mHC: the amax gain of the trained stack on the first held-out windows (one
+    /// evaluation batch), the mHC paper's stability measure ([`crate::model::AmaxGain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mhc_amax_gain: Option<crate::model::AmaxGain>,
 }
 
 /// What a run's data was: written into its `summary.json`.

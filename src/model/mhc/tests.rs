@@ -566,3 +566,15 @@ fn stream_entry_repeats_and_its_gradient_sums_the_streams() {
     let grads = (xs * weights).sum().backward();
     assert!(vals(x.grad(&grads).unwrap()).iter().all(|&g| g == 8.0));
 }
+
+#[test]
+fn amax_gain_is_the_largest_column_and_row_sum_of_the_product() {
+    // Two sublayers, one token: P = A·B = [[1, 2], [3, 4]]·[[1, 0], [0, -1]] = [[1, −2], [3, −4]];
+    // |P| column sums 4 and 6 → forward 6; row sums 3 and 7 → backward 7.
+    let device = Device::flex();
+    let a = tensor(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &device);
+    let b = tensor(vec![1.0, 0.0, 0.0, -1.0], [1, 1, 2, 2], &device);
+    let g = AmaxGain::of(&[a, b]).unwrap();
+    assert_eq!((g.forward_max, g.forward_mean, g.backward_max, g.backward_mean), (6.0, 6.0, 7.0, 7.0));
+    assert!(AmaxGain::of(&[]).is_none());
+}
