@@ -1,0 +1,244 @@
+//! Tests of the Engram layer: shapes, the written-out formula with its gradients (one and
+//! four streams), the fused path against burn's ops, the ablations, causality.
+
+use super::*;
+use crate::test_util::{seeded, seeded_param};
+
+fn dev() -> Device {
+    Device::flex()
+}
+
+/// `layer` with seeded value and key projections (weights and biases), so that a test's
+/// tolerance does not depend on the device's global RNG.
+fn seeded_layer(mut layer: Engram, seed: u64) -> Engram {
+    let std = 1.0 / (layer.value.weight.val().dims()[0] as f64).sqrt();
+    for (i, lin) in std::iter::once(&mut layer.value).chain(layer.keys.iter_mut()).enumerate() {
+        let s = seed + 2 * i as u64;
+        lin.weight = seeded_param(&lin.weight, 0.0, std, s);
+        lin.bias = lin.bias.as_ref().map(|b| seeded_param(b, 0.0, std, s + 1));
+    }
+    layer
+}
+
+fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+#[test]
+fn forward_has_documented_shapes() {
+    let device = dev();
+    for m in [1, 2] {
+        let layer = EngramLayerConfig::new(32, 48, 3).with_hc_mult(m).init(&device);
+        let h = seeded::<4>([2, 7, m, 32], 0.0, 1.0, 1, &device);
+        let e = seeded::<3>([2, 7, 48], 0.0, 1.0, 2, &device);
+        assert_eq!(layer.forward(h, e).dims(), [2, 7, m, 32]);
+    }
+}
+
+fn reference_v_tilde(layer: &Engram, h: Tensor<4>, e: Tensor<3>) -> Tensor<4> {
+    // ṽ computed step by step, independently of `forward`'s batching of branches.
+    let [b, t, m, d] = h.dims();
+    let v = e.clone().matmul(layer.value.weight.val().unsqueeze()) + layer.value.bias.as_ref().unwrap().val().unsqueeze();
+    let mut out = Vec::new();
+    for i in 0..m {
+        let hi = h.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
+        let rms = |x: Tensor<3>, eps: f64| x.clone() / (x.square().mean_dim(2) + eps).sqrt();
+        let ki = e.clone().matmul(layer.keys[i].weight.val().unsqueeze()) + layer.keys[i].bias.as_ref().unwrap().val().unsqueeze();
+        let s = (rms(hi, GATE_NORM_EPS) * rms(ki, GATE_NORM_EPS)).sum_dim(2) / (d as f64).sqrt();
+        let s = s.clone().sign() * s.abs().clamp_min(1e-6).sqrt();
+        out.push(v.clone() * sigmoid(s));
+    }
+    Tensor::stack(out, 2)
+}
+
+#[test]
+fn zero_initialised_conv_gives_output_equal_to_gated_value() {
+    let device = dev();
+    let layer = EngramLayerConfig::new(16, 24, 3).with_hc_mult(2).init(&device);
+    let h = seeded::<4>([2, 9, 2, 16], 0.0, 1.0, 3, &device);
+    let e = seeded::<3>([2, 9, 24], 0.0, 1.0, 4, &device);
+    let y = layer.forward(h.clone(), e.clone());
+    let v_tilde = reference_v_tilde(&layer, h, e);
+    assert!(max_abs_diff(y, v_tilde) < 1e-5);
+}
+
+#[test]
+fn layer_has_the_value_and_gradients_of_the_step_by_step_formula() {
+    // The layer's output and every gradient against the formula written out with burn's
+    // ops (the conv is zero-initialised: it adds nothing).
+    let device = Device::flex().autodiff();
+    let layer = seeded_layer(EngramLayerConfig::new(16, 24, 3).init(&device), 40);
+    let h = seeded::<4>([2, 9, 1, 16], 0.0, 1.0, 5, &device).require_grad();
+    let e = seeded::<3>([2, 9, 24], 0.0, 1.0, 6, &device).require_grad();
+    let r = seeded::<4>([2, 9, 1, 16], 0.0, 1.0, 7, &device);
+    let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+    let run = |ours: bool| {
+        let y = if ours { layer.forward(h.clone(), e.clone()) } else { reference_v_tilde(&layer, h.clone(), e.clone()) };
+        let g = (y.clone() * r.clone()).sum().backward();
+        let flat3 = |x: Tensor<3>| vals(x.reshape([-1, 1]));
+        vec![
+            vals(y.reshape([-1, 1])),
+            vals(h.grad(&g).unwrap().reshape([-1, 1])),
+            flat3(e.grad(&g).unwrap()),
+            vals(layer.value.weight.val().grad(&g).unwrap()),
+            vals(layer.keys[0].weight.val().grad(&g).unwrap()),
+            vals(layer.value.bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+            vals(layer.keys[0].bias.as_ref().unwrap().val().grad(&g).unwrap().unsqueeze()),
+        ]
+    };
+    // Relative to each tensor's largest value: a gradient summed over tokens can cancel to
+    // near zero in one entry while its terms, scaled by the gate's 1/(2√|s|), are large.
+    for (i, (ours, theirs)) in run(true).iter().zip(run(false)).enumerate() {
+        let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "output/gradient #{i}: difference {worst}, scale {scale}");
+    }
+}
+
+/// The whole layer written out on `M` streams (gains at their initial 1): `ṽ`, then per
+/// stream RMSNorm, the depthwise causal conv over the `M·D` channels (channel `m·D + c`),
+/// tap `j` reading position `t − (k − 1 − j)·dilation`, SiLU, and `Y = ṽ + conv`.
+fn reference_output(layer: &Engram, h: Tensor<4>, e: Tensor<3>) -> Tensor<4> {
+    let [b, t, m, d] = h.dims();
+    let v_tilde = reference_v_tilde(layer, h, e);
+    let rms = |x: Tensor<3>| x.clone() / (x.square().mean_dim(2) + SHORT_CONV_NORM_EPS).sqrt();
+    let normed: Vec<Tensor<3>> = (0..m).map(|i| rms(v_tilde.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]))).collect();
+    let x = Tensor::cat(normed, 2); // [B, T, M·D]
+    let [c, k] = layer.conv_weight.dims();
+    let pad = (k - 1) * layer.dilation;
+    let padded = Tensor::cat(vec![Tensor::zeros([b, pad, c], &x.device()), x], 1);
+    let mut acc = Tensor::<3>::zeros([b, t, c], &padded.device());
+    for j in 0..k {
+        let w = layer.conv_weight.val().slice([0..c, j..j + 1]).reshape([1, 1, c]);
+        acc = acc + padded.clone().slice([0..b, j * layer.dilation..j * layer.dilation + t, 0..c]) * w;
+    }
+    v_tilde + burn::tensor::activation::silu(acc).reshape([b, t, m, d])
+}
+
+#[test]
+fn four_stream_layer_has_the_value_and_gradients_of_the_written_out_formula() {
+    // [B, T, 4, D] with a non-zero conv whose reach (3 taps back × dilation 3) exceeds T
+    // at the start: every gradient against `reference_output`.
+    let device = Device::flex().autodiff();
+    let mut layer = seeded_layer(EngramLayerConfig::new(16, 24, 3).with_hc_mult(4).init(&device), 60);
+    layer.conv_weight = seeded_param(&layer.conv_weight, 0.0, 0.5, 70);
+    let h = seeded::<4>([2, 11, 4, 16], 0.0, 1.0, 71, &device).require_grad();
+    let e = seeded::<3>([2, 11, 24], 0.0, 1.0, 72, &device).require_grad();
+    let r = seeded::<4>([2, 11, 4, 16], 0.0, 1.0, 73, &device);
+    let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+    let run = |ours: bool| {
+        let y = if ours { layer.forward(h.clone(), e.clone()) } else { reference_output(&layer, h.clone(), e.clone()) };
+        let g = (y.clone() * r.clone()).sum().backward();
+        let mut out = vec![vals(y.reshape([-1, 1])), vals(h.grad(&g).unwrap().reshape([-1, 1])), vals(e.grad(&g).unwrap().reshape([-1, 1]))];
+        out.push(vals(layer.value.weight.val().grad(&g).unwrap()));
+        out.push(vals(layer.conv_weight.val().grad(&g).unwrap()));
+        for key in &layer.keys {
+            out.push(vals(key.weight.val().grad(&g).unwrap()));
+        }
+        out
+    };
+    let (ours, theirs) = (run(true), run(false));
+    assert_eq!(ours.len(), 9);
+    for (i, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+        let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+        let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "output/gradient #{i}: difference {worst}, scale {scale}");
+    }
+    // Each stream has its own gate: the four key projections got different gradients.
+    assert!(theirs[5] != theirs[6], "the streams' key gradients are identical");
+}
+
+#[test]
+fn fused_gate_and_conv_have_the_value_and_gradients_of_burns_ops() {
+    // The fused path (value and key in one product, then the fused kernel) against burn's
+    // ops. Random gains and conv weight; sizes on one thread and on several, a sequence shorter
+    // than the conv's reach (taps that only read padding), dilations 2 and 3.
+    let device = Device::flex().autodiff();
+    for (b, t, d, n) in [(2, 9, 16, 3), (1, 2, 8, 3), (16, 40, 64, 2)] {
+        let mut layer = seeded_layer(EngramLayerConfig::new(d, 24, n).init(&device), 20);
+        layer.conv_weight = seeded_param(&layer.conv_weight, 0.0, 0.5, 30);
+        for (i, norm) in [&mut layer.norm_query[0], &mut layer.norm_key[0], &mut layer.conv_norm[0]].into_iter().enumerate() {
+            norm.gamma = seeded_param(&norm.gamma, 1.0, 0.5, 31 + i as u64);
+        }
+        let h = seeded::<4>([b, t, 1, d], 0.0, 1.0, 9, &device).require_grad();
+        let e = seeded::<3>([b, t, 24], 0.0, 1.0, 10, &device).require_grad();
+        let r = seeded::<4>([b, t, 1, d], 0.0, 1.0, 11, &device);
+        let flat = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+        let run = |fused: bool| {
+            let y = layer.forward_with(h.clone(), e.clone(), fused);
+            let g = (y.clone() * r.clone()).sum().backward();
+            let g1 = |p: &Param<Tensor<1>>| flat(p.val().grad(&g).unwrap().unsqueeze());
+            vec![
+                flat(y.reshape([-1, 1])),
+                flat(h.grad(&g).unwrap().reshape([-1, 1])),
+                flat(e.grad(&g).unwrap().reshape([-1, 1])),
+                flat(layer.value.weight.val().grad(&g).unwrap()),
+                flat(layer.keys[0].weight.val().grad(&g).unwrap()),
+                g1(&layer.norm_query[0].gamma),
+                g1(&layer.norm_key[0].gamma),
+                g1(&layer.conv_norm[0].gamma),
+                flat(layer.conv_weight.val().grad(&g).unwrap()),
+                g1(layer.value.bias.as_ref().unwrap()),
+                g1(layer.keys[0].bias.as_ref().unwrap()),
+            ]
+        };
+        let names = ["output", "hidden", "memory", "W_V", "W_K", "query gain", "key gain", "conv gain", "conv weight", "b_V", "b_K"];
+        for ((ours, theirs), name) in run(true).iter().zip(run(false)).zip(names) {
+            let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "{name} ({b}, {t}, {d}): difference {worst}, scale {scale}");
+        }
+    }
+}
+
+#[test]
+fn gate_ablation_passes_the_value_through() {
+    let device = dev();
+    let mut cfg = EngramLayerConfig::new(16, 24, 3);
+    cfg.gate = false;
+    let layer = cfg.init(&device);
+    let h = seeded::<4>([1, 5, 1, 16], 0.0, 1.0, 12, &device);
+    let e = seeded::<3>([1, 5, 24], 0.0, 1.0, 13, &device);
+    let v = layer.value.forward(e.clone()).unsqueeze_dim::<4>(2);
+    assert!(max_abs_diff(layer.forward(h, e), v) < 1e-6);
+}
+
+#[test]
+fn layer_is_causal_in_the_memory_with_a_nonzero_conv() {
+    // With a random conv, changing the memory at position t changes no output before t.
+    let device = dev();
+    let mut layer = EngramLayerConfig::new(8, 12, 3).init(&device);
+    layer.conv_weight = Param::from_tensor(seeded([8, 4], 0.0, 1.0, 14, &device));
+    let h = seeded::<4>([1, 16, 1, 8], 0.0, 1.0, 15, &device);
+    let e = seeded::<3>([1, 16, 12], 0.0, 1.0, 16, &device);
+    let y1 = layer.forward(h.clone(), e.clone());
+    let bump = Tensor::<3>::ones([1, 1, 12], &device);
+    let e2 = e.slice_assign([0..1, 10..11, 0..12], bump);
+    let y2 = layer.forward(h, e2);
+    let early = |y: Tensor<4>| y.slice([0..1, 0..10, 0..1, 0..8]);
+    assert_eq!(early(y1.clone()).into_data(), early(y2.clone()).into_data());
+    assert!(max_abs_diff(y1.slice([0..1, 10..11, 0..1, 0..8]), y2.slice([0..1, 10..11, 0..1, 0..8])) > 0.0);
+}
+
+#[test]
+fn memory_embeddings_follow_the_inverse_indices() {
+    let device = dev();
+    let rows: Vec<f32> = (0..3 * 2).map(|x| x as f32).collect(); // 3 rows × d_head 2
+    let inverse = [2u32, 0, 1, 1]; // B=1, T=2, H=2
+    let mem = EngramMemory::upload(rows, 2, &inverse, 1, 2, 2, &device, false);
+    let e = mem.embeddings();
+    assert_eq!(e.dims(), [1, 2, 4]);
+    assert_eq!(e.into_data().try_to_vec::<f32>().expect("f32 data"), vec![4.0, 5.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let c = EngramConfig { layer_ids: vec![5], ..EngramConfig::default() };
+    let err = c.validate(4).unwrap_err().to_string();
+    assert!(err.contains("engram.layer_ids") && err.contains("n_layers = 4"), "{err}");
+    let c = EngramConfig { max_ngram_size: 1, ..EngramConfig::default() };
+    assert!(c.validate(4).unwrap_err().to_string().contains("engram.max_ngram_size"));
+    let c = EngramConfig { table_size: vec![10], ..EngramConfig::default() };
+    assert!(c.validate(4).unwrap_err().to_string().contains("engram.table_size"));
+    assert!(EngramConfig::default().validate(4).is_ok());
+}
