@@ -96,11 +96,16 @@ impl Block {
     /// - `x`: `[B, T, M, D]`; `memory`: `[B, T, d_mem]` when this block has Engram
     /// - output: `[B, T, M, D]`, aux `[1]`
     pub fn forward_streams(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<4>, Option<Tensor<1>>) {
+        self.forward_recording(x, memory, rope, None)
+    }
+
+    /// [`Block::forward_streams`], pushing each mHC sublayer's `comb` onto `combs` when given.
+    pub(crate) fn forward_recording(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope, combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
         let x = match (&self.engram, memory) {
             (Some(engram), Some(mem)) => x.clone() + engram.forward(x, mem),
             _ => x,
         };
-        self.sublayers(x, rope)
+        self.sublayers_recording(x, rope, combs)
     }
 
     /// The block after its Engram layer: attention, then the feed-forward, on streams `x` with
@@ -110,20 +115,27 @@ impl Block {
     /// # Shapes
     /// - `x`: `[B, T, M, D]` → `[B, T, M, D]`, aux `[1]`
     pub fn sublayers(&self, x: Tensor<4>, rope: &Rope) -> (Tensor<4>, Option<Tensor<1>>) {
-        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ()));
-        self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)))
+        self.sublayers_recording(x, rope, None)
+    }
+
+    fn sublayers_recording(&self, x: Tensor<4>, rope: &Rope, mut combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
+        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, combs.as_deref_mut(), |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ()));
+        self.residual(self.hc_ffn.as_ref(), x, combs, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)))
     }
 
     /// One residual sublayer around `f` (which applies the block's norm and the sublayer):
-    /// with mHC, read `u = Σ pre·X`, `y = f(u)`, write and mix `X' = post ⊗ y + combᵀ X`;
-    /// without, `x + f(x)` on the single stream.
+    /// with mHC, read `u = Σ pre·X`, `y = f(u)`, write and mix `X' = post ⊗ y + combᵀ X`
+    /// (and push `comb` onto `combs` when given); without, `x + f(x)` on the single stream.
     ///
     /// # Shapes
     /// - `x`: `[B, T, M, D]`; `f`: `[B, T, D]` → `[B, T, D]`; output `[B, T, M, D]`
-    pub(crate) fn residual<A>(&self, hc: Option<&Mhc>, x: Tensor<4>, f: impl FnOnce(Tensor<3>) -> (Tensor<3>, A)) -> (Tensor<4>, A) {
+    pub(crate) fn residual<A>(&self, hc: Option<&Mhc>, x: Tensor<4>, combs: Option<&mut Vec<Tensor<4>>>, f: impl FnOnce(Tensor<3>) -> (Tensor<3>, A)) -> (Tensor<4>, A) {
         match hc {
             Some(hc) => {
                 let (u, coeffs) = hc.pre_mix(x.clone());
+                if let Some(combs) = combs {
+                    combs.push(coeffs.comb.clone());
+                }
                 let (y, a) = f(u);
                 (hc.post_merge(x, y, coeffs), a)
             }

@@ -117,12 +117,12 @@ impl Block {
             }
             _ => (x, None),
         };
-        let (x, (k, v)) = self.residual(self.hc_attn.as_ref(), x, |u| {
+        let (x, (k, v)) = self.residual(self.hc_attn.as_ref(), x, None, |u| {
             let normed = rms_norm_module(&self.norm_attn, u);
             let (_, k, v) = self.attn.qkv_at(normed.clone(), rope, 0);
             (self.attn.forward(normed, rope), (k, v))
         });
-        let (x, _) = self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)));
+        let (x, _) = self.residual(self.hc_ffn.as_ref(), x, None, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)));
         (x, BlockCache { k, v, conv })
     }
 
@@ -132,7 +132,7 @@ impl Block {
             (Some(engram), Some(mem), Some(state)) => x.clone() + engram.forward_step(x, mem, state),
             _ => x,
         };
-        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, |u| {
+        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, None, |u| {
             let [b, _, d] = u.dims();
             let (q, k, v) = self.attn.qkv_at(rms_norm_module(&self.norm_attn, u), rope, pos);
             cache.k = Tensor::cat(vec![cache.k.clone(), k], 2);
@@ -142,7 +142,7 @@ impl Block {
             let y = attention(q, cache.k.clone(), cache.v.clone(), None, None, options); // [B, H, 1, dh]
             (linear_tokens(&self.attn.proj, y.swap_dims(1, 2).reshape([b, 1, d])), ())
         });
-        self.residual(self.hc_ffn.as_ref(), x, |u| self.ffn(rms_norm_module(&self.norm_mlp, u))).0
+        self.residual(self.hc_ffn.as_ref(), x, None, |u| self.ffn(rms_norm_module(&self.norm_mlp, u))).0
     }
 }
 

@@ -338,7 +338,7 @@ impl AmaxGain {
     }
 }
 
-/// `1 / √(mean(xf²) + eps)` of every flattened token./// `1 / √(mean(xf²) + eps)` of every flattened token.
+/// `1 / √(mean(xf²) + eps)` of every flattened token.
 ///
 /// # Shapes
 /// - `xf`: `[N, M·D]` → `[N, 1]`

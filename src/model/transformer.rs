@@ -129,11 +129,6 @@ impl ModelConfig {
         }
         if let Some(e) = &self.engram {
             e.validate(self.n_layers)?;
-        }
-        if let Some(m) = &self.moe {
-            m.validate()?;
-        }
-        if let Some(e) = &self.engram {
             if e.hc_mult != self.streams() {
                 let streams = match &self.mhc {
                     Some(h) => format!("model.mhc.streams = {}", h.streams),
@@ -141,6 +136,9 @@ impl ModelConfig {
                 };
                 return Err(ConfigError::new("engram.hc_mult", e.hc_mult, format!("the number of residual streams: {streams}")));
             }
+        }
+        if let Some(m) = &self.moe {
+            m.validate()?;
         }
         Ok(())
     }
@@ -248,6 +246,13 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]` → `[B, T, D]`, aux `[1]`
     pub fn hidden_with_aux(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool) -> (Tensor<3>, Option<Tensor<1>>) {
+        let (x, aux) = self.blocks_forward(tokens, memories, zero_memory, None);
+        (self.exit(x), aux)
+    }
+
+    /// The streams after the last block (before the exit) and the mean load-balancing loss;
+    /// each mHC sublayer's `comb` is pushed onto `combs` when given.
+    fn blocks_forward(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool, mut combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
         let mut x = self.enter(tokens); // [B, T, M, D]
         let mut mem_iter = memories.iter();
         let mut aux_sum: Option<Tensor<1>> = None;
@@ -259,7 +264,7 @@ impl Transformer {
             } else {
                 None
             };
-            let (y, aux) = block.forward_streams(x, mem, &self.rope);
+            let (y, aux) = block.forward_recording(x, mem, &self.rope, combs.as_deref_mut());
             x = y;
             if let Some(a) = aux {
                 n_aux += 1;
@@ -269,31 +274,15 @@ impl Transformer {
                 });
             }
         }
-        (self.exit(x), aux_sum.map(|s| s / n_aux as f32))
+        (x, aux_sum.map(|s| s / n_aux as f32))
     }
 
     /// The mHC amax gain ([`AmaxGain`]) of the whole stack on `tokens`: the forward pass of
     /// [`Transformer::forward`] keeping every sublayer's `comb`. `None` without mHC.
     pub fn amax_gain(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> Option<AmaxGain> {
         self.hc_exit.as_ref()?;
-        let mut x = self.enter(tokens);
-        let mut mems = memories.iter();
         let mut combs = Vec::with_capacity(2 * self.blocks.len());
-        for block in &self.blocks {
-            if let Some(engram) = &block.engram {
-                let mem = mems.next().expect("one EngramMemory per Engram block").embeddings();
-                x = x.clone() + engram.forward(x, mem);
-            }
-            let (hc_attn, hc_ffn) = (block.hc_attn.as_ref()?, block.hc_ffn.as_ref()?);
-            let (u, c) = hc_attn.pre_mix(x.clone());
-            combs.push(c.comb.clone());
-            let y = block.attn.forward(ops::rms_norm_module(&block.norm_attn, u), &self.rope);
-            x = hc_attn.post_merge(x, y, c);
-            let (u, c) = hc_ffn.pre_mix(x.clone());
-            combs.push(c.comb.clone());
-            let (y, _) = block.ffn(ops::rms_norm_module(&block.norm_mlp, u));
-            x = hc_ffn.post_merge(x, y, c);
-        }
+        self.blocks_forward(tokens, memories, false, Some(&mut combs));
         AmaxGain::of(&combs)
     }
 

@@ -1,6 +1,6 @@
 //! Scoring held-out windows with a model and its tables.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Int, Tensor};
 
 use super::error::TrainError;
 use super::step::{gather_lookups, upload_batch};
@@ -33,11 +33,7 @@ pub fn evaluate(
         let mut report = EvalReport::new(&data.val_books);
         let mut batch = HostBatch::default();
         for chunk in windows.chunks(b) {
-            let mut starts: Vec<usize> = chunk.iter().map(|w| w.start).collect();
-            starts.resize(b, chunk[0].start);
-            batcher.make(&data.val, &starts, &mut batch)?;
-            let (x, _) = upload_batch(&batch, device);
-            let mems: Vec<EngramMemory> = gather_lookups(&mut batch, hosts)?.into_iter().map(|l| l.upload(device).into_memory()).collect();
+            let (x, mems) = window_batch(batcher, &mut batch, hosts, data, chunk, device)?;
             let logits = model.forward(x, &mems, zero_memory); // [B, T, V]
             let mut logits = logits.into_data().try_into_vec::<f32>().expect("logits are f32");
             for (i, w) in chunk.iter().enumerate() {
@@ -65,12 +61,18 @@ pub fn amax_gain(model: &Transformer, batcher: &mut Batcher, hosts: &[EngramHost
     if model.hc_exit.is_none() || windows.is_empty() {
         return Ok(None);
     }
-    let b = batcher.batch;
-    let mut starts: Vec<usize> = windows.iter().take(b).map(|w| w.start).collect();
-    starts.resize(b, windows[0].start);
-    let mut batch = HostBatch::default();
-    batcher.make(&data.val, &starts, &mut batch)?;
-    let (x, _) = upload_batch(&batch, device);
-    let mems: Vec<EngramMemory> = gather_lookups(&mut batch, hosts)?.into_iter().map(|l| l.upload(device).into_memory()).collect();
+    let chunk = &windows[..windows.len().min(batcher.batch)];
+    let (x, mems) = window_batch(batcher, &mut HostBatch::default(), hosts, data, chunk, device)?;
     Ok(model.amax_gain(x, &mems))
+}
+
+/// The input ids and Engram memories on `device` of one batch of held-out windows (`chunk`,
+/// at most `batcher.batch`; the rest of the batch repeats its first window), made in `batch`.
+fn window_batch(batcher: &mut Batcher, batch: &mut HostBatch, hosts: &[EngramHost], data: &PreparedData, chunk: &[EvalWindow], device: &Device) -> Result<(Tensor<2, Int>, Vec<EngramMemory>), TrainError> {
+    let mut starts: Vec<usize> = chunk.iter().map(|w| w.start).collect();
+    starts.resize(batcher.batch, chunk[0].start);
+    batcher.make(&data.val, &starts, batch)?;
+    let (x, _) = upload_batch(batch, device);
+    let mems = gather_lookups(batch, hosts)?.into_iter().map(|l| l.upload(device).into_memory()).collect();
+    Ok((x, mems))
 }
