@@ -363,13 +363,15 @@ impl Engram {
         self.forward_with(hidden, memory, fused)
     }
 
-    /// [`Engram::forward`]; with `fused`, one branch with gate and conv on takes the fused
-    /// kernel for everything after the projections ([`ops::engram_gate_conv`]).
+    /// [`Engram::forward`]; with `fused`, a layer with gate and conv on takes the fused kernel
+    /// for everything after the projections ([`ops::engram_gate_conv`]), on any number of
+    /// branches.
     fn forward_with(&self, hidden: Tensor<4>, memory: Tensor<3>, fused: bool) -> Tensor<4> {
-        let [b, t, m, d] = hidden.dims();
+        let m = hidden.dims()[2];
         assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
-        if fused && m == 1 && self.gate && self.short_conv && self.value.bias.is_some() == self.keys[0].bias.is_some() {
-            let (v, k) = self.value_and_key(memory); // [B, T, D] each
+        let biases = self.value.bias.is_some();
+        if fused && self.gate && self.short_conv && self.keys.iter().all(|k| k.bias.is_some() == biases) {
+            let (v, k) = self.value_and_keys(memory); // [B, T, D], [B, T, M, D]
             let params = ops::GateConvParams {
                 dilation: self.dilation,
                 eps_query: self.norm_query[0].epsilon,
@@ -377,9 +379,9 @@ impl Engram {
                 eps_conv: self.conv_norm[0].epsilon,
                 sqrt_clamp: GATE_SQRT_CLAMP,
             };
-            let gain = |n: &RmsNorm| n.gamma.val();
-            let y = ops::engram_gate_conv(v, k, hidden.reshape([b, t, d]), gain(&self.norm_query[0]), gain(&self.norm_key[0]), gain(&self.conv_norm[0]), self.conv_weight.val(), params);
-            return y.unsqueeze_dim(2);
+            // [M, D]; one branch needs no copy.
+            let gains = |norms: &[RmsNorm]| if m == 1 { norms[0].gamma.val().unsqueeze_dim(0) } else { Tensor::stack(norms.iter().map(|n| n.gamma.val()).collect(), 0) };
+            return ops::engram_gate_conv(v, k, hidden, gains(&self.norm_query), gains(&self.norm_key), gains(&self.conv_norm), self.conv_weight.val(), params);
         }
         let v_tilde = self.gated_value(hidden, memory);
         if !self.short_conv {
@@ -446,22 +448,23 @@ impl Engram {
         sigmoid(s)
     }
 
-    /// `W_V e` and `W_K^(0) e` as one product with the two weights side by side (fewer and
-    /// wider products: 0.2–0.4 ms of the default layer's 1.6–2.1 ms forward + backward). The
-    /// biases of both, or of neither, must be present.
+    /// `W_V e` and every branch's `W_K^(i) e` as one product with the weights side by side
+    /// (fewer and wider products: 0.2–0.4 ms of the default layer's 1.6–2.1 ms forward +
+    /// backward). The biases of all, or of none, must be present.
     ///
     /// # Shapes
-    /// - `memory`: `[B, T, d_mem]` → (`[B, T, D]`, `[B, T, D]`)
-    fn value_and_key(&self, memory: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// - `memory`: `[B, T, d_mem]` → (`[B, T, D]`, `[B, T, M, D]`)
+    fn value_and_keys(&self, memory: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
         let [b, t, dm] = memory.dims();
-        let d = self.value.weight.dims()[1];
-        let w = Tensor::cat(vec![self.value.weight.val(), self.keys[0].weight.val()], 1); // [d_mem, 2D]
-        let mut vk = ops::matmul(memory.reshape([b * t, dm]), w); // [B·T, 2D]
-        if let (Some(bv), Some(bk)) = (&self.value.bias, &self.keys[0].bias) {
-            vk = vk + Tensor::cat(vec![bv.val(), bk.val()], 0).unsqueeze_dim(0);
+        let (d, m) = (self.value.weight.dims()[1], self.keys.len());
+        let w = Tensor::cat(std::iter::once(&self.value).chain(&self.keys).map(|l| l.weight.val()).collect(), 1); // [d_mem, (1 + M)·D]
+        let mut vk = ops::matmul(memory.reshape([b * t, dm]), w); // [B·T, (1 + M)·D]
+        if self.value.bias.is_some() {
+            let bias = Tensor::cat(std::iter::once(&self.value).chain(&self.keys).map(|l| l.bias.as_ref().expect("every bias or none").val()).collect(), 0);
+            vk = vk + bias.unsqueeze_dim(0);
         }
         let v = vk.clone().slice([0..b * t, 0..d]).reshape([b, t, d]);
-        let k = vk.slice([0..b * t, d..2 * d]).reshape([b, t, d]);
+        let k = vk.slice([0..b * t, d..(1 + m) * d]).reshape([b, t, m, d]);
         (v, k)
     }
 

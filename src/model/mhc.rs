@@ -35,9 +35,12 @@
 //! * DeepSeek's training-time initialisation of `φ` and `b` is not published; see [`Mhc`]
 //!   for the one used here (exactly a pre-norm residual net at step 0, streams not
 //!   symmetric).
-//! * No fused kernels: Sinkhorn is the unrolled loop under autodiff (the same gradient as
-//!   DeepSeek's recomputing custom backward, spec §3.3); everything is f32 on the crate's
-//!   CPU path (DeepSeek keeps the coefficients in f32 too, spec §7.3).
+//! * On flex the coefficients (Sinkhorn included), the collapse and the merge are fused
+//!   kernels ([`crate::ops::mhc`](mod@crate::ops::mhc)) whose backward pass recomputes
+//!   Sinkhorn's iterations per token, as DeepSeek's custom backward does (spec §3.3); on
+//!   every other device, and for more than 16 streams, Sinkhorn is the unrolled loop below
+//!   under autodiff (the same gradient). Everything is f32 (DeepSeek keeps the coefficients
+//!   in f32 too, spec §7.3).
 //! * V4.1's delayed `pre` (spec §3.8) is not implemented: each sublayer collapses with its
 //!   own `pre`, as in V4 and the paper.
 
@@ -46,6 +49,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::ops;
 use crate::ConfigError;
 
 /// Streams `M` (DeepSeek's `hc_mult`; 4 in the paper, V4 and V4.1).
@@ -260,13 +264,22 @@ pub fn sinkhorn(logits: Tensor<3>, iters: usize, eps: f64) -> Tensor<3> {
     c
 }
 
+/// Whether `x` takes the fused mHC kernels: f32 on flex (the f64 gradient checks compose
+/// burn's operations).
+fn fused<const D: usize>(x: &Tensor<D>) -> bool {
+    ops::enabled(&x.device()) && x.dtype() == burn::tensor::DType::F32
+}
+
 /// The streams weighted by `weights` and summed: `u = Σ_j w[j] · X[j]` (the read of a
 /// sublayer, or the head's collapse).
 ///
 /// # Shapes
 /// - `x`: `[B, T, M, D]`, `weights`: `[B, T, M]` → `[B, T, D]`
 pub fn collapse(x: Tensor<4>, weights: Tensor<3>) -> Tensor<3> {
-    let [b, t, _, d] = x.dims();
+    let [b, t, m, d] = x.dims();
+    if fused(&x) {
+        return ops::mhc_collapse(x.reshape([b * t, m, d]), weights.reshape([b * t, m])).reshape([b, t, d]);
+    }
     (x * weights.unsqueeze_dim::<4>(3)).sum_dim(2).reshape([b, t, d]) // [B, T, M, D] → [B, T, 1, D]
 }
 
@@ -278,6 +291,11 @@ pub fn collapse(x: Tensor<4>, weights: Tensor<3>) -> Tensor<3> {
 /// - `x`: `[B, T, M, D]`, `y`: `[B, T, D]`, `post`: `[B, T, M]`, `comb`: `[B, T, M, M]`
 ///   (`comb[.., j, k]`) → `[B, T, M, D]`
 pub fn merge(x: Tensor<4>, y: Tensor<3>, post: Tensor<3>, comb: Tensor<4>) -> Tensor<4> {
+    if fused(&x) {
+        let [b, t, m, d] = x.dims();
+        let n = b * t;
+        return ops::mhc_merge(x.reshape([n, m, d]), y.reshape([n, d]), post.reshape([n, m]), comb.reshape([n, m, m])).reshape([b, t, m, d]);
+    }
     let write = post.unsqueeze_dim::<4>(3) * y.unsqueeze_dim::<4>(2); // [B, T, M, 1] · [B, T, 1, D]
     let keep = comb.swap_dims(2, 3).matmul(x); // [B, T, k, j] · [B, T, j, D] → [B, T, k, D]
     write + keep
@@ -423,6 +441,22 @@ impl Mhc {
         assert_eq!(m, self.streams, "input has {m} streams, the mHC was built for {}", self.streams);
         let n = b * t;
         let xf = x.reshape([n, m * d]); // [N, M·D], stream-major
+        if fused(&xf) && m <= ops::mhc::MAX_STREAMS {
+            let params = ops::MhcParams {
+                streams: m,
+                sinkhorn_iters: self.sinkhorn_iters,
+                norm_eps: self.norm_eps,
+                pre_eps: self.pre_eps,
+                sinkhorn_eps: self.sinkhorn_eps,
+                post_mult: POST_MULT,
+            };
+            let mix = ops::matmul(xf.clone(), self.phi.val()); // [N, M² + 2M]
+            let packed = ops::mhc_coeffs(mix, xf, self.scale.val(), self.base.val(), params);
+            let pre = packed.clone().slice([0..n, 0..m]).reshape([b, t, m]);
+            let post = packed.clone().slice([0..n, m..2 * m]).reshape([b, t, m]);
+            let comb = packed.slice([0..n, 2 * m..m * m + 2 * m]).reshape([b, t, m, m]);
+            return MhcCoeffs { pre, post, comb };
+        }
         let mix = xf.clone().matmul(self.phi.val()) * inv_rms(xf, self.norm_eps); // [N, M² + 2M]
         let (scale, base) = (self.scale.val(), self.base.val());
         // α_i · mix[cols] + b[cols]: [N, cols]

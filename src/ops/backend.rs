@@ -16,9 +16,39 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
 use burn::tensor::{DType, Device, TensorData};
 
-/// Whether the fused kernels run on `device` (flex, with or without autodiff).
+thread_local! {
+    /// Set inside [`with_generic_ops`].
+    static GENERIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the fused kernels run on `device` (flex, with or without autodiff, outside
+/// [`with_generic_ops`]).
 pub fn enabled(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex()
+    !GENERIC.with(std::cell::Cell::get) && device.clone().without_autodiff() == Device::flex()
+}
+
+/// `f()` with the fused kernels off on this thread: every layer built on them composes burn's
+/// own operations instead, on flex too. For checking the fused path against burn's: a model's
+/// forward pass inside and outside gives the same values and (its backward pass then follows
+/// what the forward recorded) the same gradients, up to float rounding.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// let x = Tensor::<2>::ones([2, 3], &Device::flex());
+/// let g = Tensor::<1>::ones([3], &Device::flex());
+/// let fused = engram::ops::rms_norm(x.clone(), g.clone(), 1e-6);
+/// let composed = engram::ops::with_generic_ops(|| engram::ops::rms_norm(x, g, 1e-6));
+/// assert!(fused.all_close(composed, None, Some(1e-6)));
+/// ```
+pub fn with_generic_ops<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GENERIC.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GENERIC.with(|g| g.replace(true)));
+    f()
 }
 
 /// Fewest elements per thread for the element-wise kernels.

@@ -1,15 +1,18 @@
-//! Engram's gate and short convolution after its two projections, for one branch, as one flex
-//! kernel forward and one backward.
+//! Engram's gate and short convolution after its projections, for `M` branches (residual
+//! streams), as one flex kernel forward and one backward.
 //!
 //! Paper §2.3 (Cheng et al., arXiv 2601.07372; reference: `Engram.forward` and `ShortConv` in
-//! deepseek-ai/Engram `engram_demo_v1.py`): `α = σ(sign(s)·√max(|s|, ε))` with
-//! `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, `ṽ = α·v`, `Y = ṽ + SiLU(CausalConv(RMSNorm_c(ṽ)))`.
-//! That is two RMSNorms, the score, its signed square root and sigmoid, the gating, a third
-//! RMSNorm, the convolution, SiLU and the residual add: about twenty burn operations and their
-//! backward steps, 2.9 → 1.9 ms forward + backward for the default experiment's layer. One
-//! sequence is one unit of work; the backward pass recomputes the forward quantities per
-//! sequence instead of keeping them. The same values and gradients as burn's operations up to
-//! float rounding (the layer's tests compare them).
+//! deepseek-ai/Engram `engram_demo_v1.py`): per branch `i`,
+//! `α_i = σ(sign(s_i)·√max(|s_i|, ε))` with `s_i = ⟨RMSNorm_q,i(h_i), RMSNorm_k,i(k_i)⟩ / √D`,
+//! `ṽ_i = α_i·v` (one value `v` shared by the branches), and
+//! `Y = ṽ + SiLU(CausalConv(RMSNorm_c(ṽ)))`, the convolution over the `M·D` channels of the
+//! branches side by side, each branch with its own `RMSNorm_c,i`. That is two RMSNorms per
+//! branch, the score, its signed square root and sigmoid, the gating, a third RMSNorm, the
+//! convolution, SiLU and the residual add: about twenty burn operations per branch and their
+//! backward steps, 2.9 → 1.9 ms forward + backward for the default experiment's one-branch
+//! layer. One sequence is one unit of work; the backward pass recomputes the forward quantities
+//! per sequence instead of keeping them. The same values and gradients as burn's operations up
+//! to float rounding (the layer's tests compare them, on one branch and on four).
 
 use std::borrow::Cow;
 
@@ -28,7 +31,7 @@ use super::simd::{dot, sigmoid};
 /// Engram's gate and short convolution as a burn backend extension (flex only).
 #[backend_extension(Flex, Autodiff)]
 pub trait EngramGateOps: Backend {
-    /// Engram's gate and short convolution for one branch, see [`engram_gate_conv`].
+    /// Engram's gate and short convolution for `M` branches, see [`engram_gate_conv`].
     #[allow(clippy::too_many_arguments)]
     fn engram_gate_conv(
         value: FloatTensor<Self>,
@@ -58,20 +61,23 @@ pub struct GateConvParams {
     pub sqrt_clamp: f32,
 }
 
-/// Engram's layer after its two projections, for one branch, in one pass forward and one
+/// Engram's layer after its projections, for `M` branches, in one pass forward and one
 /// backward (flex only; [`crate::engram::Engram::forward`] composes burn's operations
 /// elsewhere):
 ///
-/// `α = σ(sign(s)·√max(|s|, ε))` (ε = `params.sqrt_clamp`, 1e−6 in the layer) with `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, `ṽ = α·v`,
-/// `Y = ṽ + SiLU(CausalConv(RMSNorm_c(ṽ)))`.
+/// `α_i = σ(sign(s_i)·√max(|s_i|, ε))` (ε = `params.sqrt_clamp`, 1e−6 in the layer) with
+/// `s_i = ⟨RMSNorm_q,i(h_i), RMSNorm_k,i(k_i)⟩ / √D`, `ṽ_i = α_i·v`,
+/// `Y = ṽ + SiLU(CausalConv(RMSNorm_c(ṽ)))` with the convolution over the `M·D` channels
+/// (branch-major, as `[B, T, M, D]` lies in memory).
 ///
 /// # Shapes
-/// - `value`, `key`, `hidden`: `[B, T, D]`; gains `[D]`; `conv_weight`: `[D, k]` → `[B, T, D]`
+/// - `value`: `[B, T, D]`; `key`, `hidden`: `[B, T, M, D]`; gains `[M, D]`;
+///   `conv_weight`: `[M·D, k]` → `[B, T, M, D]`
 ///
 /// # Panics
 /// Off flex (see [`enabled`]).
 #[allow(clippy::too_many_arguments)]
-pub fn engram_gate_conv(value: Tensor<3>, key: Tensor<3>, hidden: Tensor<3>, gamma_query: Tensor<1>, gamma_key: Tensor<1>, gamma_conv: Tensor<1>, conv_weight: Tensor<2>, params: GateConvParams) -> Tensor<3> {
+pub fn engram_gate_conv(value: Tensor<3>, key: Tensor<4>, hidden: Tensor<4>, gamma_query: Tensor<2>, gamma_key: Tensor<2>, gamma_conv: Tensor<2>, conv_weight: Tensor<2>, params: GateConvParams) -> Tensor<4> {
     assert!(enabled(&value.device()), "engram_gate_conv runs on flex only");
     Tensor::from_dispatch(<Dispatch as EngramGateOps>::engram_gate_conv(
         value.into_dispatch(),
@@ -126,10 +132,11 @@ struct GateConvInputs<'a> {
     gq: Cow<'a, [f32]>,
     gk: Cow<'a, [f32]>,
     gc: Cow<'a, [f32]>,
-    /// The convolution weight tap-major, `[taps, D]`.
+    /// The convolution weight tap-major, `[taps, M·D]`.
     wt: Vec<f32>,
     b: usize,
     t: usize,
+    m: usize,
     d: usize,
     taps: usize,
 }
@@ -138,40 +145,46 @@ impl<'a> GateConvInputs<'a> {
     fn new(x: &'a [FlexTensor; 7]) -> Self {
         let [v, k, h, gq, gk, gc, w] = x;
         let s = v.shape();
-        assert_eq!(s.num_dims(), 3, "engram_gate_conv takes [B, T, D], got {s:?}");
+        assert_eq!(s.num_dims(), 3, "engram_gate_conv takes the value as [B, T, D], got {s:?}");
         let (b, t, d) = (s[0], s[1], s[2]);
-        for (what, x) in [("key", k), ("hidden", h)] {
-            assert_eq!(dims_of(&x.shape()), vec![b, t, d], "engram_gate_conv: {what} shape");
-        }
+        let hs = dims_of(&h.shape());
+        assert!(hs.len() == 4 && hs[..2] == [b, t] && hs[3] == d, "engram_gate_conv: hidden {hs:?} for a value [{b}, {t}, {d}]");
+        let m = hs[2];
+        assert_eq!(dims_of(&k.shape()), vec![b, t, m, d], "engram_gate_conv: key shape");
         for (what, g) in [("query gain", gq), ("key gain", gk), ("conv gain", gc)] {
-            assert_eq!(dims_of(&g.shape()), vec![d], "engram_gate_conv: {what} shape");
+            assert_eq!(dims_of(&g.shape()), vec![m, d], "engram_gate_conv: {what} shape");
         }
         let ws = w.shape();
-        assert!(ws.num_dims() == 2 && ws[0] == d, "convolution weight {ws:?} for {d} channels");
+        assert!(ws.num_dims() == 2 && ws[0] == m * d, "convolution weight {ws:?} for {} channels", m * d);
         let taps = ws[1];
-        Self { v: host_f32(v), k: host_f32(k), h: host_f32(h), gq: host_f32(gq), gk: host_f32(gk), gc: host_f32(gc), wt: transpose(&host_f32(w), d, taps), b, t, d, taps }
+        Self { v: host_f32(v), k: host_f32(k), h: host_f32(h), gq: host_f32(gq), gk: host_f32(gk), gc: host_f32(gc), wt: transpose(&host_f32(w), m * d, taps), b, t, m, d, taps }
     }
 
-    /// The gate of every row of sequence `seq` into `rows`, `ṽ` into `vt` and
-    /// `c = RMSNorm_c(ṽ)` into `c` (both `[T, D]`); `qk` is scratch of `2D`.
+    /// The gate of every (position, branch) of sequence `seq` into `rows` (`[T·M]`), `ṽ` into
+    /// `vt` and `c = RMSNorm_c(ṽ)` into `c` (both `[T, M·D]`); `qk` is scratch of `2D`.
     #[inline(always)]
     fn gate_seq(&self, seq: usize, p: &GateConvParams, rows: &mut [GateRow], vt: &mut [f32], c: &mut [f32], qk: &mut [f32]) {
-        let (t, d) = (self.t, self.d);
+        let (t, m, d) = (self.t, self.m, self.d);
         let inv_sqrt_d = 1.0 / (d as f32).sqrt();
         let (qhat, khat) = qk.split_at_mut(d);
         for ti in 0..t {
-            let at = (seq * t + ti) * d;
-            let (v, k, h) = (&self.v[at..at + d], &self.k[at..at + d], &self.h[at..at + d]);
-            let rq = rms_norm_row(h, &self.gq, p.eps_query, qhat);
-            let rk = rms_norm_row(k, &self.gk, p.eps_key, khat);
-            let s = dot(qhat, khat) * inv_sqrt_d;
-            let alpha = sigmoid(s.signum() * if s == 0.0 { 0.0 } else { s.abs().max(p.sqrt_clamp).sqrt() });
-            let (vt, c) = (&mut vt[ti * d..(ti + 1) * d], &mut c[ti * d..(ti + 1) * d]);
-            for (o, &v) in vt.iter_mut().zip(v) {
-                *o = alpha * v;
+            let v = &self.v[(seq * t + ti) * d..(seq * t + ti + 1) * d];
+            for i in 0..m {
+                let row = ti * m + i;
+                let at = (seq * t * m + row) * d;
+                let (k, h) = (&self.k[at..at + d], &self.h[at..at + d]);
+                let gains = i * d..(i + 1) * d;
+                let rq = rms_norm_row(h, &self.gq[gains.clone()], p.eps_query, qhat);
+                let rk = rms_norm_row(k, &self.gk[gains.clone()], p.eps_key, khat);
+                let s = dot(qhat, khat) * inv_sqrt_d;
+                let alpha = sigmoid(s.signum() * if s == 0.0 { 0.0 } else { s.abs().max(p.sqrt_clamp).sqrt() });
+                let (vt, c) = (&mut vt[row * d..(row + 1) * d], &mut c[row * d..(row + 1) * d]);
+                for (o, &v) in vt.iter_mut().zip(v) {
+                    *o = alpha * v;
+                }
+                let rc = rms_norm_row(vt, &self.gc[gains], p.eps_conv, c);
+                rows[row] = GateRow { rq, rk, rc, s, alpha };
             }
-            let rc = rms_norm_row(vt, &self.gc, p.eps_conv, c);
-            rows[ti] = GateRow { rq, rk, rc, s, alpha };
         }
     }
 }
@@ -180,21 +193,22 @@ simd_kernel! {
     /// Forward of [`engram_gate_conv`], one sequence per unit of work.
     fn gate_conv_flex(x: &[FlexTensor; 7], p: &GateConvParams) -> FlexTensor {
         let inp = GateConvInputs::new(x);
-        let (b, t, d, taps) = (inp.b, inp.t, inp.d, inp.taps);
-        let mut out = vec![0.0f32; b * t * d];
-        par_units(&mut out, t * d, MIN_ELEMS_PER_THREAD, |s0, out| {
-            let mut rows = vec![GateRow::default(); t];
-            let (mut c, mut z, mut qk) = (vec![0.0f32; t * d], vec![0.0f32; t * d], vec![0.0f32; 2 * d]);
-            for (i, y) in out.chunks_exact_mut((t * d).max(1)).enumerate() {
+        let (b, t, m, d, taps) = (inp.b, inp.t, inp.m, inp.d, inp.taps);
+        let c_len = m * d;
+        let mut out = vec![0.0f32; b * t * c_len];
+        par_units(&mut out, t * c_len, MIN_ELEMS_PER_THREAD, |s0, out| {
+            let mut rows = vec![GateRow::default(); t * m];
+            let (mut c, mut z, mut qk) = (vec![0.0f32; t * c_len], vec![0.0f32; t * c_len], vec![0.0f32; 2 * d]);
+            for (i, y) in out.chunks_exact_mut((t * c_len).max(1)).enumerate() {
                 // y ← ṽ, then y += SiLU(conv(c)).
                 inp.gate_seq(s0 + i, p, &mut rows, y, &mut c, &mut qk);
-                conv_seq(&c, &inp.wt, t, d, taps, p.dilation, &mut z);
+                conv_seq(&c, &inp.wt, t, c_len, taps, p.dilation, &mut z);
                 for (y, &z) in y.iter_mut().zip(&z) {
                     *y += z * sigmoid(z);
                 }
             }
         });
-        flex_f32(out, vec![b, t, d])
+        flex_f32(out, vec![b, t, m, d])
     }
 }
 
@@ -203,74 +217,82 @@ simd_kernel! {
     /// quantities are recomputed per sequence.
     fn gate_conv_backward_flex(x: &[FlexTensor; 7], grad: &FlexTensor, p: &GateConvParams) -> [FlexTensor; 7] {
         let inp = GateConvInputs::new(x);
-        let (b, t, d, taps, r) = (inp.b, inp.t, inp.d, inp.taps, p.dilation);
+        let (b, t, m, d, taps, r) = (inp.b, inp.t, inp.m, inp.d, inp.taps, p.dilation);
+        let c_len = m * d;
         let dy = host_f32(grad);
         let inv_sqrt_d = 1.0 / (d as f32).sqrt();
-        // Per sequence: dv, dk, dh side by side ([3, T, D]); per thread: the gains' and the
-        // tap-major weight's gradients, [3D + taps·D].
-        let unit = 3 * t * d;
+        // Per sequence: dv ([T, D]), dk and dh ([T, M, D] each) side by side; per thread: the
+        // gains' and the tap-major weight's gradients, [3·M·D + taps·M·D].
+        let unit = t * d + 2 * t * c_len;
         let mut work = vec![0.0f32; b * unit];
-        let acc = par_units_sum(&mut work, unit, MIN_ELEMS_PER_THREAD, (3 + taps) * d, |s0, work, acc| {
-            let mut rows = vec![GateRow::default(); t];
-            let (mut vt, mut c, mut z, mut dc) = (vec![0.0f32; t * d], vec![0.0f32; t * d], vec![0.0f32; t * d], vec![0.0f32; t * d]);
-            let mut qk = vec![0.0f32; 2 * d];
-            let (dgq, rest) = acc.split_at_mut(d);
-            let (dgk, rest) = rest.split_at_mut(d);
-            let (dgc, dwt) = rest.split_at_mut(d);
-            for (i, out) in work.chunks_exact_mut(unit.max(1)).enumerate() {
-                let seq = s0 + i;
+        let acc = par_units_sum(&mut work, unit, MIN_ELEMS_PER_THREAD, (3 + taps) * c_len, |s0, work, acc| {
+            let mut rows = vec![GateRow::default(); t * m];
+            let (mut vt, mut c, mut z, mut dc) = (vec![0.0f32; t * c_len], vec![0.0f32; t * c_len], vec![0.0f32; t * c_len], vec![0.0f32; t * c_len]);
+            let (mut qk, mut dvt) = (vec![0.0f32; 2 * d], vec![0.0f32; d]);
+            let (dgq, rest) = acc.split_at_mut(c_len);
+            let (dgk, rest) = rest.split_at_mut(c_len);
+            let (dgc, dwt) = rest.split_at_mut(c_len);
+            for (u, out) in work.chunks_exact_mut(unit.max(1)).enumerate() {
+                let seq = s0 + u;
                 inp.gate_seq(seq, p, &mut rows, &mut vt, &mut c, &mut qk);
-                let g = &dy[seq * t * d..(seq + 1) * t * d];
+                let g = &dy[seq * t * c_len..(seq + 1) * t * c_len];
                 // dc = the convolution's input gradient; dw (tap-major) accumulates.
                 dc.iter_mut().for_each(|x| *x = 0.0);
-                conv_silu_backward_seq(&c, &inp.wt, g, t, d, taps, r, &mut z, &mut dc, dwt);
+                conv_silu_backward_seq(&c, &inp.wt, g, t, c_len, taps, r, &mut z, &mut dc, dwt);
                 let (dv, rest) = out.split_at_mut(t * d);
-                let (dk, dh) = rest.split_at_mut(t * d);
-                for (ti, &GateRow { rq, rk, rc, s, alpha }) in rows.iter().enumerate() {
-                    let at = (seq * t + ti) * d;
-                    let span = ti * d..(ti + 1) * d;
-                    let (v, k, h) = (&inp.v[at..at + d], &inp.k[at..at + d], &inp.h[at..at + d]);
+                let (dk, dh) = rest.split_at_mut(t * c_len);
+                for (row, &GateRow { rq, rk, rc, s, alpha }) in rows.iter().enumerate() {
+                    let (ti, i) = (row / m, row % m);
+                    let at = (seq * t * m + row) * d;
+                    let span = row * d..(row + 1) * d;
+                    let gains = i * d..(i + 1) * d;
+                    let v = &inp.v[(seq * t + ti) * d..(seq * t + ti + 1) * d];
+                    let (k, h) = (&inp.k[at..at + d], &inp.h[at..at + d]);
                     let (gy, vtr, dcr) = (&g[span.clone()], &vt[span.clone()], &dc[span.clone()]);
                     // Through RMSNorm_c and the residual: dṽ = dy + RMSNorm_c's input gradient.
-                    let dvt = &mut dv[span.clone()]; // dṽ for now, dv below
-                    rms_backward_row(vtr, rc, &inp.gc, dcr, dvt, dgc);
+                    rms_backward_row(vtr, rc, &inp.gc[gains.clone()], dcr, &mut dvt, &mut dgc[gains.clone()]);
                     for (o, &g) in dvt.iter_mut().zip(gy) {
                         *o += g;
                     }
-                    // ṽ = α·v: dα = ⟨dṽ, v⟩, dv = α·dṽ.
-                    let dalpha = dot(dvt, v);
-                    dvt.iter_mut().for_each(|x| *x *= alpha);
+                    // ṽ_i = α_i·v: dα_i = ⟨dṽ_i, v⟩, dv += α_i·dṽ_i (the branches share v).
+                    let dalpha = dot(&dvt, v);
+                    let dv = &mut dv[ti * d..(ti + 1) * d];
+                    if i == 0 {
+                        dv.iter_mut().zip(&dvt).for_each(|(o, &x)| *o = x * alpha);
+                    } else {
+                        dv.iter_mut().zip(&dvt).for_each(|(o, &x)| *o += x * alpha);
+                    }
                     // α = σ(s'), s' = sign(s)·√max(|s|, ε): ds = dα·α(1−α) / (2√|s|) where |s| ≥ ε.
                     let abs_s = s.abs();
                     let ds = if abs_s >= p.sqrt_clamp { dalpha * alpha * (1.0 - alpha) * 0.5 / abs_s.sqrt() } else { 0.0 } * inv_sqrt_d;
                     // s = ⟨q̂, k̂⟩/√D with q̂ = h·rq⊙γq, k̂ = k·rk⊙γk; then each RMSNorm backward.
+                    let (gq, gk) = (&inp.gq[gains.clone()], &inp.gk[gains.clone()]);
                     let (dqhat, dkhat) = qk.split_at_mut(d);
                     for j in 0..d {
-                        dqhat[j] = ds * k[j] * rk * inp.gk[j];
-                        dkhat[j] = ds * h[j] * rq * inp.gq[j];
+                        dqhat[j] = ds * k[j] * rk * gk[j];
+                        dkhat[j] = ds * h[j] * rq * gq[j];
                     }
-                    rms_backward_row(h, rq, &inp.gq, dqhat, &mut dh[span.clone()], dgq);
-                    rms_backward_row(k, rk, &inp.gk, dkhat, &mut dk[span], dgk);
+                    rms_backward_row(h, rq, gq, dqhat, &mut dh[span.clone()], &mut dgq[gains.clone()]);
+                    rms_backward_row(k, rk, gk, dkhat, &mut dk[span], &mut dgk[gains]);
                 }
             }
         });
-        // [B, 3, T, D] → three [B, T, D].
-        let mut grads = [vec![0.0f32; b * t * d], vec![0.0f32; b * t * d], vec![0.0f32; b * t * d]];
+        // Per sequence [dv | dk | dh] → three tensors.
+        let (mut dv, mut dk, mut dh) = (vec![0.0f32; b * t * d], vec![0.0f32; b * t * c_len], vec![0.0f32; b * t * c_len]);
         for (seq, w) in work.chunks_exact(unit.max(1)).enumerate() {
-            for (part, g) in grads.iter_mut().enumerate() {
-                g[seq * t * d..(seq + 1) * t * d].copy_from_slice(&w[part * t * d..(part + 1) * t * d]);
-            }
+            dv[seq * t * d..(seq + 1) * t * d].copy_from_slice(&w[..t * d]);
+            dk[seq * t * c_len..(seq + 1) * t * c_len].copy_from_slice(&w[t * d..t * d + t * c_len]);
+            dh[seq * t * c_len..(seq + 1) * t * c_len].copy_from_slice(&w[t * d + t * c_len..]);
         }
-        let [dv, dk, dh] = grads;
-        let shape = vec![b, t, d];
+        let streams = vec![b, t, m, d];
         [
-            flex_f32(dv, shape.clone()),
-            flex_f32(dk, shape.clone()),
-            flex_f32(dh, shape),
-            flex_f32(acc[..d].to_vec(), vec![d]),
-            flex_f32(acc[d..2 * d].to_vec(), vec![d]),
-            flex_f32(acc[2 * d..3 * d].to_vec(), vec![d]),
-            flex_f32(transpose(&acc[3 * d..], taps, d), vec![d, taps]),
+            flex_f32(dv, vec![b, t, d]),
+            flex_f32(dk, streams.clone()),
+            flex_f32(dh, streams),
+            flex_f32(acc[..c_len].to_vec(), vec![m, d]),
+            flex_f32(acc[c_len..2 * c_len].to_vec(), vec![m, d]),
+            flex_f32(acc[2 * c_len..3 * c_len].to_vec(), vec![m, d]),
+            flex_f32(transpose(&acc[3 * c_len..], taps, c_len), vec![c_len, taps]),
         ]
     }
 }

@@ -27,7 +27,10 @@
 //! * [`engram_gate`]: Engram's whole gate and short convolution after its two projections
 //!   (two RMSNorms, the score, its signed square root and sigmoid, the gating, a third RMSNorm,
 //!   the convolution, SiLU and the residual add — about twenty burn operations and their
-//!   backward steps, 2.9 → 1.9 ms forward + backward for the default experiment's layer);
+//!   backward steps, 2.9 → 1.9 ms forward + backward for the default experiment's layer), on
+//!   one residual stream or several;
+//! * [`mhc`](mod@mhc): multi-branch hyper-connections — a sublayer's coefficients with their
+//!   Sinkhorn normalisation, the collapse of the streams and the merge back into them;
 //! * [`xent`]: row-wise softmax cross-entropy on host memory, and the LM head's softmax
 //!   cross-entropy on flex.
 //!
@@ -43,6 +46,7 @@ mod backend;
 pub mod conv;
 pub mod engram_gate;
 pub mod matmul;
+pub mod mhc;
 pub mod rms_norm;
 mod simd;
 pub mod swiglu;
@@ -51,10 +55,11 @@ mod testing;
 pub mod xent;
 
 pub use attention::{causal_attention, rope_rotate, rope_tables};
-pub use backend::enabled;
+pub use backend::{enabled, with_generic_ops};
 pub use conv::{causal_conv_silu, causal_depthwise_conv};
 pub use engram_gate::{engram_gate_conv, GateConvParams};
 pub use matmul::{linear_tokens, linear_tokens_columns, matmul};
+pub use mhc::{mhc_coeffs, mhc_collapse, mhc_merge, MhcParams};
 pub use rms_norm::{rms_norm, rms_norm_module};
 pub use simd::exp_nonpositive;
 pub use swiglu::swiglu;

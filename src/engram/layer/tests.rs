@@ -150,43 +150,50 @@ fn four_stream_layer_has_the_value_and_gradients_of_the_written_out_formula() {
 
 #[test]
 fn fused_gate_and_conv_have_the_value_and_gradients_of_burns_ops() {
-    // The fused path (value and key in one product, then the fused kernel) against burn's
-    // ops. Random gains and conv weight; sizes on one thread and on several, a sequence shorter
-    // than the conv's reach (taps that only read padding), dilations 2 and 3.
+    // The fused path (value and keys in one product, then the fused kernel) against burn's
+    // ops, on one stream and on four. Random gains and conv weight; sizes on one thread and on
+    // several, a sequence shorter than the conv's reach (taps that only read padding),
+    // dilations 2 and 3.
     let device = Device::flex().autodiff();
-    for (b, t, d, n) in [(2, 9, 16, 3), (1, 2, 8, 3), (16, 40, 64, 2)] {
-        let mut layer = seeded_layer(EngramLayerConfig::new(d, 24, n).init(&device), 20);
+    for (b, t, m, d, n) in [(2, 9, 1, 16, 3), (1, 2, 1, 8, 3), (16, 40, 1, 64, 2), (2, 9, 4, 16, 3), (1, 2, 3, 8, 3), (16, 40, 4, 64, 2)] {
+        let mut layer = seeded_layer(EngramLayerConfig::new(d, 24, n).with_hc_mult(m).init(&device), 20);
         layer.conv_weight = seeded_param(&layer.conv_weight, 0.0, 0.5, 30);
-        for (i, norm) in [&mut layer.norm_query[0], &mut layer.norm_key[0], &mut layer.conv_norm[0]].into_iter().enumerate() {
-            norm.gamma = seeded_param(&norm.gamma, 1.0, 0.5, 31 + i as u64);
+        for i in 0..m {
+            for (k, norm) in [&mut layer.norm_query[i], &mut layer.norm_key[i], &mut layer.conv_norm[i]].into_iter().enumerate() {
+                norm.gamma = seeded_param(&norm.gamma, 1.0, 0.5, 31 + (3 * i + k) as u64);
+            }
         }
-        let h = seeded::<4>([b, t, 1, d], 0.0, 1.0, 9, &device).require_grad();
+        let h = seeded::<4>([b, t, m, d], 0.0, 1.0, 9, &device).require_grad();
         let e = seeded::<3>([b, t, 24], 0.0, 1.0, 10, &device).require_grad();
-        let r = seeded::<4>([b, t, 1, d], 0.0, 1.0, 11, &device);
+        let r = seeded::<4>([b, t, m, d], 0.0, 1.0, 11, &device);
         let flat = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
         let run = |fused: bool| {
             let y = layer.forward_with(h.clone(), e.clone(), fused);
             let g = (y.clone() * r.clone()).sum().backward();
             let g1 = |p: &Param<Tensor<1>>| flat(p.val().grad(&g).unwrap().unsqueeze());
-            vec![
-                flat(y.reshape([-1, 1])),
-                flat(h.grad(&g).unwrap().reshape([-1, 1])),
-                flat(e.grad(&g).unwrap().reshape([-1, 1])),
-                flat(layer.value.weight.val().grad(&g).unwrap()),
-                flat(layer.keys[0].weight.val().grad(&g).unwrap()),
-                g1(&layer.norm_query[0].gamma),
-                g1(&layer.norm_key[0].gamma),
-                g1(&layer.conv_norm[0].gamma),
-                flat(layer.conv_weight.val().grad(&g).unwrap()),
-                g1(layer.value.bias.as_ref().unwrap()),
-                g1(layer.keys[0].bias.as_ref().unwrap()),
-            ]
+            let mut out = vec![
+                ("output".to_string(), flat(y.reshape([-1, 1]))),
+                ("hidden".into(), flat(h.grad(&g).unwrap().reshape([-1, 1]))),
+                ("memory".into(), flat(e.grad(&g).unwrap().reshape([-1, 1]))),
+                ("W_V".into(), flat(layer.value.weight.val().grad(&g).unwrap())),
+                ("b_V".into(), g1(layer.value.bias.as_ref().unwrap())),
+                ("conv weight".into(), flat(layer.conv_weight.val().grad(&g).unwrap())),
+            ];
+            for i in 0..m {
+                out.push((format!("W_K {i}"), flat(layer.keys[i].weight.val().grad(&g).unwrap())));
+                out.push((format!("b_K {i}"), g1(layer.keys[i].bias.as_ref().unwrap())));
+                out.push((format!("query gain {i}"), g1(&layer.norm_query[i].gamma)));
+                out.push((format!("key gain {i}"), g1(&layer.norm_key[i].gamma)));
+                out.push((format!("conv gain {i}"), g1(&layer.conv_norm[i].gamma)));
+            }
+            out
         };
-        let names = ["output", "hidden", "memory", "W_V", "W_K", "query gain", "key gain", "conv gain", "conv weight", "b_V", "b_K"];
-        for ((ours, theirs), name) in run(true).iter().zip(run(false)).zip(names) {
+        let (ours, theirs) = (run(true), run(false));
+        assert_eq!(ours.len(), 6 + 5 * m);
+        for ((name, ours), (_, theirs)) in ours.iter().zip(&theirs) {
             let scale = theirs.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "{name} ({b}, {t}, {d}): difference {worst}, scale {scale}");
+            let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(ours.len() == theirs.len() && worst <= 1e-4 * scale, "{name} ({b}, {t}, {m}, {d}): difference {worst}, scale {scale}");
         }
     }
 }

@@ -351,3 +351,61 @@ fn config_validation_names_the_field() {
     let c = ModelConfig::tiny(10, 8).with_engram(EngramConfig { layer_ids: vec![2], ..EngramConfig::default() });
     assert!(c.validate().unwrap_err().to_string().contains("engram.layer_ids"));
 }
+
+/// Every float parameter's gradient, in the module's order (empty where it has none).
+struct ParamGrads<'a> {
+    grads: &'a burn::tensor::Gradients,
+    out: Vec<Vec<f32>>,
+}
+
+impl burn::module::ModuleVisitor for ParamGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let g = param.val().grad(self.grads).map(|g| g.into_data().try_to_vec::<f32>().unwrap());
+        self.out.push(g.unwrap_or_default());
+    }
+}
+
+#[test]
+fn the_fused_kernels_give_the_loss_and_every_gradient_of_burns_ops_on_four_mhc_streams() {
+    // Engram at two blocks on four streams: the fused path (gate and conv on four branches,
+    // the mHC coefficients with Sinkhorn, collapse and merge, and the backbone's kernels)
+    // against the same model composing burn's operations on the same device. The conv is
+    // made non-zero and φ's post columns random, so that no part is trivially zero.
+    let device = Device::flex().autodiff();
+    let cfg = ModelConfig::tiny(37, 16).with_engram(EngramConfig { layer_ids: vec![0, 1], ..engram_cfg() }).with_mhc(crate::model::MhcConfig::default().with_streams(4));
+    let mut model = cfg.init(&device);
+    for (i, block) in model.blocks.iter_mut().enumerate() {
+        let eg = block.engram.as_mut().unwrap();
+        eg.conv_weight = crate::test_util::seeded_param(&eg.conv_weight, 0.0, 0.3, 90 + i as u64);
+        for (k, hc) in [block.hc_attn.as_mut().unwrap(), block.hc_ffn.as_mut().unwrap()].into_iter().enumerate() {
+            hc.phi = crate::test_util::seeded_param(&hc.phi, 0.0, 0.05, 100 + 2 * i as u64 + k as u64);
+            hc.scale = Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.5f32, 0.5, 2.0], [3]), &device));
+        }
+    }
+    let (b, t) = (3, 11);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 37) as u32).collect();
+    let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), b, t, &device);
+    let y = tokens(&ids.iter().map(|&i| ((i * 3 + 1) % 37) as i32).collect::<Vec<_>>(), b, t, &device);
+    let mems = memories(&model, b, t, &ids, &device);
+    let run = || {
+        let (loss, _) = model.loss_with_aux(x.clone(), y.clone(), &mems, false);
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = loss.backward();
+        let mut visitor = ParamGrads { grads: &grads, out: vec![] };
+        model.visit(&mut visitor);
+        (value, visitor.out)
+    };
+    let (fused, composed) = (run(), crate::ops::with_generic_ops(run));
+    assert!((fused.0 - composed.0).abs() <= 1e-5 * composed.0.abs(), "loss {} vs {}", fused.0, composed.0);
+    assert_eq!(fused.1.len(), composed.1.len());
+    let mut compared = 0;
+    for (i, (ours, theirs)) in fused.1.iter().zip(&composed.1).enumerate() {
+        assert_eq!(ours.len(), theirs.len(), "parameter #{i}: a gradient on one path only");
+        let scale = theirs.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "parameter #{i} ({} values): difference {worst}, scale {scale}", theirs.len());
+        compared += usize::from(!theirs.is_empty());
+    }
+    // Every parameter of the model has a gradient (the mHC and Engram ones included).
+    assert_eq!(compared, fused.1.len(), "parameters without a gradient");
+}
