@@ -162,49 +162,55 @@ fn pre_activations(mix: &[f32], r: f32, scale: &[f32], base: &[f32], m: usize, z
 /// Sinkhorn of one `[M, M]` logit matrix into `c`, keeping in `steps` (when given) each
 /// normalisation's output `[M²]` and its `M` denominators (sum + ε), `2·iters − 1` of them
 /// after the softmax; the softmax (before its ε) is kept at the front of `steps`.
+///
+/// The loops run over rows as slices (no index arithmetic in the inner loops): Sinkhorn is
+/// most of this kernel's time.
 #[inline(always)]
 fn sinkhorn_row(logits: &[f32], m: usize, iters: usize, eps: f32, c: &mut [f32], mut steps: Option<&mut [f32]>) {
     let mm = m * m;
     // Softmax over k of each row j, then + ε.
-    for j in 0..m {
-        let row = &logits[j * m..(j + 1) * m];
+    for (row, out) in logits.chunks_exact(m).zip(c.chunks_exact_mut(m)) {
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
         let mut sum = 0.0f32;
-        for k in 0..m {
-            let e = (row[k] - max).exp();
-            c[j * m + k] = e;
-            sum += e;
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = (x - max).exp();
+            sum += *o;
         }
-        for k in 0..m {
-            c[j * m + k] /= sum;
-        }
+        out.iter_mut().for_each(|o| *o /= sum);
     }
     if let Some(s) = steps.as_deref_mut() {
         s[..mm].copy_from_slice(c);
     }
     c.iter_mut().for_each(|x| *x += eps);
-    let step = mm + m;
+    let mut den = [0.0f32; MAX_STREAMS];
+    let den = &mut den[..m];
     for i in 0..2 * iters - 1 {
-        // Even steps divide columns (sums over j), odd steps rows (sums over k).
-        let columns = i % 2 == 0;
-        let mut den = [0.0f32; MAX_STREAMS];
-        let den = &mut den[..m];
-        for (a, d) in den.iter_mut().enumerate() {
-            let mut s = 0.0f32;
-            for b in 0..m {
-                s += if columns { c[b * m + a] } else { c[a * m + b] };
+        if i % 2 == 0 {
+            // Columns: divide by the sums over j.
+            den.fill(0.0);
+            for row in c.chunks_exact(m) {
+                den.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
             }
-            *d = s + eps;
-        }
-        for j in 0..m {
-            for k in 0..m {
-                c[j * m + k] /= den[if columns { k } else { j }];
+            let mut inv = [0.0f32; MAX_STREAMS];
+            for (d, r) in den.iter_mut().zip(inv.iter_mut()) {
+                *d += eps;
+                *r = 1.0 / *d;
+            }
+            for row in c.chunks_exact_mut(m) {
+                row.iter_mut().zip(inv.iter()).for_each(|(x, &r)| *x *= r);
+            }
+        } else {
+            // Rows: divide by the sums over k.
+            for (row, d) in c.chunks_exact_mut(m).zip(den.iter_mut()) {
+                *d = row.iter().fold(0.0f32, |s, &x| s + x) + eps;
+                let r = 1.0 / *d;
+                row.iter_mut().for_each(|x| *x *= r);
             }
         }
         if let Some(s) = steps.as_deref_mut() {
-            let at = mm + i * step;
+            let at = mm + i * (mm + m);
             s[at..at + mm].copy_from_slice(c);
-            s[at + mm..at + step].copy_from_slice(den);
+            s[at + mm..at + mm + m].copy_from_slice(den);
         }
     }
 }
@@ -219,32 +225,34 @@ fn sinkhorn_steps_len(m: usize, iters: usize) -> usize {
 #[inline(always)]
 fn sinkhorn_row_backward(steps: &[f32], m: usize, iters: usize, dc: &mut [f32], dlogits: &mut [f32]) {
     let (mm, step) = (m * m, m * m + m);
+    let mut dot_g = [0.0f32; MAX_STREAMS];
+    let dot_g = &mut dot_g[..m];
     for i in (0..2 * iters - 1).rev() {
-        let columns = i % 2 == 0;
         let at = mm + i * step;
         let (out, den) = (&steps[at..at + mm], &steps[at + mm..at + step]);
         // B = A / den: dA = (dB − Σ_group dB⊙B) / den.
-        let mut dot_g = [0.0f32; MAX_STREAMS];
-        for j in 0..m {
-            for k in 0..m {
-                dot_g[if columns { k } else { j }] += dc[j * m + k] * out[j * m + k];
+        if i % 2 == 0 {
+            dot_g.fill(0.0);
+            for (g, o) in dc.chunks_exact(m).zip(out.chunks_exact(m)) {
+                dot_g.iter_mut().zip(g.iter().zip(o)).for_each(|(s, (&g, &o))| *s += g * o);
             }
-        }
-        for j in 0..m {
-            for k in 0..m {
-                let gi = if columns { k } else { j };
-                dc[j * m + k] = (dc[j * m + k] - dot_g[gi]) / den[gi];
+            let mut inv = [0.0f32; MAX_STREAMS];
+            inv.iter_mut().zip(den).for_each(|(r, &d)| *r = 1.0 / d);
+            for g in dc.chunks_exact_mut(m) {
+                g.iter_mut().zip(dot_g.iter().zip(inv.iter())).for_each(|(g, (&s, &r))| *g = (*g - s) * r);
+            }
+        } else {
+            for ((g, o), &d) in dc.chunks_exact_mut(m).zip(out.chunks_exact(m)).zip(den.iter()) {
+                let s = g.iter().zip(o).fold(0.0f32, |s, (&g, &o)| s + g * o);
+                let r = 1.0 / d;
+                g.iter_mut().for_each(|g| *g = (*g - s) * r);
             }
         }
     }
     // A0 = softmax + ε: dL = P ⊙ (dA0 − Σ_k dA0⊙P) per row.
-    let p = &steps[..mm];
-    for j in 0..m {
-        let (pr, dr) = (&p[j * m..(j + 1) * m], &dc[j * m..(j + 1) * m]);
-        let s: f32 = pr.iter().zip(dr).map(|(a, b)| a * b).sum();
-        for k in 0..m {
-            dlogits[j * m + k] = pr[k] * (dr[k] - s);
-        }
+    for ((p, g), dl) in steps[..mm].chunks_exact(m).zip(dc.chunks_exact(m)).zip(dlogits.chunks_exact_mut(m)) {
+        let s = p.iter().zip(g).fold(0.0f32, |s, (&p, &g)| s + p * g);
+        dl.iter_mut().zip(p.iter().zip(g)).for_each(|(o, (&p, &g))| *o = p * (g - s));
     }
 }
 
@@ -265,7 +273,12 @@ simd_kernel! {
                     o[j] = sigmoid(g[j]) + p.pre_eps as f32;
                     o[m + j] = sigmoid(g[m + j]) * p.post_mult as f32;
                 }
-                sinkhorn_row(&g[2 * m..], m, p.sinkhorn_iters, p.sinkhorn_eps as f32, &mut o[2 * m..], None);
+                let (logits, comb) = (&g[2 * m..], &mut o[2 * m..]);
+                // Four streams (the default) with the size known at compile time: unrolled.
+                match m {
+                    4 => sinkhorn_row(logits, 4, p.sinkhorn_iters, p.sinkhorn_eps as f32, comb, None),
+                    m => sinkhorn_row(logits, m, p.sinkhorn_iters, p.sinkhorn_eps as f32, comb, None),
+                }
             }
         });
         flex_f32(out, vec![n, k])
@@ -297,9 +310,18 @@ simd_kernel! {
                     let s = sigmoid(g[m + j]);
                     dg[m + j] = drow[m + j] * p.post_mult as f32 * s * (1.0 - s);
                 }
-                sinkhorn_row(&g[2 * m..], m, iters, p.sinkhorn_eps as f32, &mut c, Some(&mut steps));
                 dc.copy_from_slice(&drow[2 * m..]);
-                sinkhorn_row_backward(&steps, m, iters, &mut dc, &mut dg[2 * m..]);
+                let eps = p.sinkhorn_eps as f32;
+                match m {
+                    4 => {
+                        sinkhorn_row(&g[2 * m..], 4, iters, eps, &mut c, Some(&mut steps));
+                        sinkhorn_row_backward(&steps, 4, iters, &mut dc, &mut dg[2 * m..]);
+                    }
+                    m => {
+                        sinkhorn_row(&g[2 * m..], m, iters, eps, &mut c, Some(&mut steps));
+                        sinkhorn_row_backward(&steps, m, iters, &mut dc, &mut dg[2 * m..]);
+                    }
+                }
                 // g = α·z + b, z = mix·r.
                 let (dmix, dx) = w.split_at_mut(k);
                 let mut dr = 0.0f32;

@@ -1,0 +1,93 @@
+//! Where the time of four mHC streams goes, and what the fused flex kernels save: forward +
+//! backward of the pieces that multi-branch streams add or widen, at the size of
+//! `exp_throughput`'s small model (d_model 64, batch 16 × 64 tokens, Engram's memory 2 orders
+//! × 4 heads × 32), on flex with the fused kernels and with burn's composed operations
+//! ([`engram::ops::with_generic_ops`]).
+//!
+//! * one mHC sublayer around an identity sublayer: the coefficients (φ product, RMS, gates,
+//!   20 Sinkhorn iterations), the collapse and the merge;
+//! * the Engram layer on one stream and on four (gate per stream, conv over 4·D channels).
+//!
+//! Every piece is timed `ROUNDS` times, the pieces interleaved, medians reported; the first
+//! piece is timed twice (A and A′) so that the A/A ratio shows the run's noise.
+//!
+//! `cargo bench --bench mhc`
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use engram::engram::{EngramLayerConfig, EngramMemory};
+use engram::model::MhcConfig;
+use engram::ops::with_generic_ops;
+
+const B: usize = 16;
+const T: usize = 64;
+const D: usize = 64;
+const M: usize = 4;
+const ROUNDS: usize = 40;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+type Piece = Box<dyn Fn()>;
+
+fn main() {
+    engram::runtime::tune_allocator();
+    let device = Device::flex().autodiff();
+    let mhc = MhcConfig::default().with_streams(M).init_sublayer(D, &device);
+    let x4 = Tensor::<4>::random([B, T, M, D], Distribution::Normal(0.0, 1.0), &device);
+    let r4 = Tensor::<4>::random([B, T, M, D], Distribution::Normal(0.0, 1.0), &device);
+    let sublayer = {
+        let (mhc, x, r) = (mhc.clone(), x4.clone(), r4.clone());
+        move || {
+            let x = x.clone().require_grad();
+            let y = mhc.forward(x.clone(), |u| u);
+            let g = (y * r.clone()).sum().backward();
+            std::hint::black_box(x.grad(&g));
+        }
+    };
+    let layer = |m: usize| {
+        let layer = EngramLayerConfig::new(D, 2 * 4 * 32, 3).with_hc_mult(m).init(&device);
+        let h = Tensor::<4>::random([B, T, m, D], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random([B, T, m, D], Distribution::Normal(0.0, 1.0), &device);
+        let rows: Vec<f32> = (0..500 * 32).map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5).collect();
+        let inverse: Vec<u32> = (0..B * T * 8).map(|i| (i * 13 % 500) as u32).collect();
+        let device = device.clone();
+        move || {
+            let h = h.clone().require_grad();
+            let mem = EngramMemory::upload(rows.clone(), 32, &inverse, B, T, 8, &device, true);
+            let y = layer.forward(h.clone(), mem.embeddings());
+            let g = (y * r.clone()).sum().backward();
+            std::hint::black_box(h.grad(&g));
+        }
+    };
+    let generic = |f: Piece| -> Piece { Box::new(move || with_generic_ops(&f)) };
+    let pieces: Vec<(&str, Piece)> = vec![
+        ("mHC sublayer, M=4, fused (A)", Box::new(sublayer.clone())),
+        ("mHC sublayer, M=4, fused (A')", Box::new(sublayer.clone())),
+        ("mHC sublayer, M=4, burn ops", generic(Box::new(sublayer))),
+        ("Engram layer, M=1, fused", Box::new(layer(1))),
+        ("Engram layer, M=4, fused", Box::new(layer(M))),
+        ("Engram layer, M=4, burn ops", generic(Box::new(layer(M)))),
+    ];
+    for (_, f) in &pieces {
+        f(); // warm-up
+    }
+    let mut times = vec![Vec::with_capacity(ROUNDS); pieces.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, f)) in pieces.iter().enumerate() {
+            let t0 = Instant::now();
+            f();
+            times[i].push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let med: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!("forward + backward, flex, B {B} × T {T}, d_model {D}; medians of {ROUNDS} interleaved rounds");
+    println!("{:<32} {:>9} {:>9}", "piece", "ms", "vs A");
+    for ((name, _), &ms) in pieces.iter().zip(&med) {
+        println!("{name:<32} {ms:>9.3} {:>9.3}", ms / med[0]);
+    }
+    println!("A/A: {:.3}; mHC sublayer burn ops / fused: {:.2}; Engram M=4 burn ops / fused: {:.2}; Engram fused M=4 / M=1: {:.2}", med[1] / med[0], med[2] / med[0], med[5] / med[4], med[4] / med[3]);
+}
