@@ -1,7 +1,9 @@
 //! The inspector page (`engram::inspect::page`) in a real browser: headless Chromium loads the
 //! page written for a synthetic two-layer inspection, and the DOM it dumps must hold every
 //! token as a `class="tok"` span with its gate and its escaped text; the inline script must
-//! switch layers (`#layer=1`); a screenshot must render.
+//! switch layers (`#layer=1`); a screenshot must render. On trained runs, one residual stream
+//! and four (mHC), `engram inspect` must report the model's own gates (every stream's),
+//! recomputed here by the formula, and its page must show them.
 //!
 //! The browser is `$ENGRAM_CHROMIUM`, else `chromium` or `chromium-browser` on `PATH`
 //! (Debian: `apt-get install chromium`; CI installs it).
@@ -17,7 +19,7 @@ mod common;
 
 use common::{engram, stderr, trained_run};
 use engram::inspect::page::write_html;
-use engram::inspect::{LayerInspection, RowRead, TextInspection, TokenPiece};
+use engram::inspect::{LayerInspection, RowRead, StreamInspection, TextInspection, TokenPiece};
 
 /// How long one browser run may take before it is killed.
 pub const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,9 +63,11 @@ fn inspection() -> TextInspection {
             .map(|(layer, block, step)| LayerInspection {
                 layer,
                 block,
-                gate: (0..n).map(|i| (0.05 + i as f32 * step + layer as f32 * 0.2) % 1.0).collect(),
-                memory_norm: (0..n).map(|i| 0.25 * (i + 1) as f32).collect(),
-                residual_norm: vec![2.0; n],
+                streams: vec![StreamInspection {
+                    gate: (0..n).map(|i| (0.05 + i as f32 * step + layer as f32 * 0.2) % 1.0).collect(),
+                    memory_norm: (0..n).map(|i| 0.25 * (i + 1) as f32).collect(),
+                    residual_norm: vec![2.0; n],
+                }],
                 reads: (0..n)
                     .map(|i| {
                         let prev = if i == 0 { "<pad>".to_string() } else { texts[i - 1].clone() };
@@ -249,17 +253,17 @@ fn check_tokens(dom: &str, ins: &TextInspection, layer: usize) {
     assert_eq!(spans.len(), TOKENS.len(), "one span per token in the DOM:\n{dom}");
     for (i, (span, (text, serialised))) in spans.iter().zip(TOKENS).enumerate() {
         assert_eq!(span.attr("data-i"), Some(i.to_string().as_str()), "span {i} in order: {span:?}");
-        let want = format!("{:.3}", ins.layers[layer].gate[i]);
+        let want = format!("{:.3}", ins.layers[layer].streams[0].gate[i]);
         assert_eq!(span.attr("data-gate"), Some(want.as_str()), "token {i}, layer {layer}: {span:?}");
         for l in &ins.layers {
-            let g = format!("{:.3}", l.gate[i]);
+            let g = format!("{:.3}", l.streams[0].gate[i]);
             assert_eq!(span.attr(&format!("data-gate-{}", l.layer)), Some(g.as_str()), "token {i}: {span:?}");
         }
         assert_eq!(span.content, serialised, "token {i} ({text:?}) shows literally");
         let title = unescape_attr(span.attr("title").expect("a title"));
         assert!(title.starts_with(&format!("token {i} · id {} · ‹", 500 + i)), "{title}");
         for l in &ins.layers {
-            let line = format!("layer {} (block {}): gate {:.3} · ", l.layer, l.block, l.gate[i]);
+            let line = format!("layer {} (block {}): gate {:.3} · ", l.layer, l.block, l.streams[0].gate[i]);
             assert!(title.contains(&line), "{title}");
             assert!(title.contains(&format!("2-gram head 0 row {}: ‹", 100 * l.layer + i)), "{title}");
         }
@@ -303,45 +307,71 @@ fn inspector_page_screenshot() {
     fs::remove_dir_all(dir).ok();
 }
 
-/// The gate of every position of `ids` at every Engram layer, from the layers' weights by the
-/// formula (paper eq. 4, demo `Engram.forward`), in f64: α = σ(sign(s)·√max(|s|, 1e−6)),
-/// s = ⟨RMSNorm_q(h), RMSNorm_k(W_K e + b_K)⟩ / √D, with h from the model's own blocks.
-fn gates_by_formula(run: &Path, ids: &[u32]) -> Vec<Vec<f64>> {
+/// What the formula gives at every Engram layer, `[layer][stream][position]`.
+struct ByFormula {
+    /// The gate α.
+    gate: Vec<Vec<Vec<f64>>>,
+    /// The gate with stream 0's hidden state in place of the stream's own (its own key
+    /// projection and norms): what a mix-up of the streams' states would report.
+    gate_on_stream0: Vec<Vec<Vec<f64>>>,
+    /// ‖h‖₂ of the stream entering the layer.
+    residual_norm: Vec<Vec<Vec<f64>>>,
+}
+
+/// The gate of every position of `ids` (one sequence from position 0) on every residual stream
+/// of every Engram layer of `r`, from the layers' weights by the formula (paper eq. 4, demo
+/// `Engram.forward`), in f64: on stream m, α = σ(sign(s)·√max(|s|, 1e−6)), s =
+/// ⟨RMSNorm_q^(m)(h_m), RMSNorm_k^(m)(W_K^(m) e + b_K^(m))⟩ / √D, with h_m stream m of the
+/// model's own blocks' hidden state `[1, T, M, D]`.
+fn by_formula(r: &engram::train::LoadedRun, ids: &[u32]) -> ByFormula {
     use burn::tensor::{Int, Tensor, TensorData};
     let device = engram::device::device_from_name("flex").expect("flex");
-    let r = engram::train::LoadedRun::load(run, &device).expect("a finished run");
     let t = ids.len();
     let vals = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().expect("f32");
-    let mut x = r.model.embed.forward(Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [1, t]), &device));
+    let mut x = r.model.enter(Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [1, t]), &device));
     let mut hosts = r.hosts.iter();
-    let mut out = Vec::new();
+    let mut out = ByFormula { gate: Vec::new(), gate_on_stream0: Vec::new(), residual_norm: Vec::new() };
     for block in &r.model.blocks {
         let mem = block.engram.as_ref().map(|g| {
             let e = hosts.next().expect("a host per layer").lookup(ids, [1, t], &device).expect("lookup").into_memory().embeddings();
-            let (d, dm) = (x.dims()[2], e.dims()[2]);
-            let h = vals(x.clone().reshape([t, d]));
+            let ([_, _, m, d], dm) = (x.dims(), e.dims()[2]);
+            assert_eq!(g.keys.len(), m, "one key projection per stream");
+            let h = x.clone().into_data().try_to_vec::<f32>().expect("f32"); // [T, M, D]
             let em = vals(e.clone().reshape([t, dm]));
-            let wk = vals(g.keys[0].weight.val()); // [d_mem, D]
-            let bk = g.keys[0].bias.as_ref().map(|b| b.val().into_data().try_to_vec::<f32>().expect("f32"));
-            let (gq, gk) = (g.norm_query[0].gamma.val().into_data().try_to_vec::<f32>().expect("f32"), g.norm_key[0].gamma.val().into_data().try_to_vec::<f32>().expect("f32"));
-            let (eps_q, eps_k) = (g.norm_query[0].epsilon, g.norm_key[0].epsilon);
             let rms = |v: &[f64], eps: f64| (v.iter().map(|a| a * a).sum::<f64>() / v.len() as f64 + eps).sqrt();
-            let layer: Vec<f64> = (0..t)
-                .map(|p| {
-                    let hp: Vec<f64> = h[p * d..(p + 1) * d].iter().map(|&a| a as f64).collect();
+            let (mut gates, mut crossed, mut norms) = (Vec::new(), Vec::new(), Vec::new());
+            let streams: Vec<Vec<Vec<f64>>> = (0..m).map(|s| (0..t).map(|p| h[(p * m + s) * d..(p * m + s + 1) * d].iter().map(|&a| a as f64).collect()).collect()).collect();
+            for s in 0..m {
+                let wk = vals(g.keys[s].weight.val()); // [d_mem, D]
+                let bk = g.keys[s].bias.as_ref().map(|b| b.val().into_data().try_to_vec::<f32>().expect("f32"));
+                let (gq, gk) = (g.norm_query[s].gamma.val().into_data().try_to_vec::<f32>().expect("f32"), g.norm_key[s].gamma.val().into_data().try_to_vec::<f32>().expect("f32"));
+                let (eps_q, eps_k) = (g.norm_query[s].epsilon, g.norm_key[s].epsilon);
+                let hs = &streams[s];
+                let gate = |p: usize, hp: &[f64]| {
                     let k: Vec<f64> = (0..d).map(|j| (0..dm).map(|i| em[p * dm + i] as f64 * wk[i * d + j] as f64).sum::<f64>() + bk.as_ref().map_or(0.0, |b| b[j] as f64)).collect();
-                    let (rh, rk) = (rms(&hp, eps_q), rms(&k, eps_k));
-                    let s = (0..d).map(|j| hp[j] / rh * gq[j] as f64 * k[j] / rk * gk[j] as f64).sum::<f64>() / (d as f64).sqrt();
-                    let z = s.signum() * s.abs().max(1e-6).sqrt();
+                    let (rh, rk) = (rms(hp, eps_q), rms(&k, eps_k));
+                    let score = (0..d).map(|j| hp[j] / rh * gq[j] as f64 * k[j] / rk * gk[j] as f64).sum::<f64>() / (d as f64).sqrt();
+                    let z = score.signum() * score.abs().max(1e-6).sqrt();
                     1.0 / (1.0 + (-z).exp())
-                })
-                .collect();
-            out.push(layer);
+                };
+                gates.push((0..t).map(|p| gate(p, &hs[p])).collect());
+                crossed.push((0..t).map(|p| gate(p, &streams[0][p])).collect());
+                norms.push(hs.iter().map(|hp| hp.iter().map(|a| a * a).sum::<f64>().sqrt()).collect());
+            }
+            out.gate.push(gates);
+            out.gate_on_stream0.push(crossed);
+            out.residual_norm.push(norms);
             e
         });
-        x = block.forward(x, mem, &r.model.rope);
+        x = block.forward_streams(x, mem, &r.model.rope).0;
     }
     out
+}
+
+/// [`by_formula`] on the finished run in `run`.
+fn gates_by_formula(run: &Path, ids: &[u32]) -> ByFormula {
+    let device = engram::device::device_from_name("flex").expect("flex");
+    by_formula(&engram::train::LoadedRun::load(run, &device).expect("a finished run"), ids)
 }
 
 #[test]
@@ -361,9 +391,13 @@ fn inspector_on_a_trained_run_shows_the_models_own_gate() {
     // The gates equal the formula's on the model's own hidden states.
     let want = gates_by_formula(&run, &ids);
     for (l, layer) in ins.layers.iter().enumerate() {
-        let worst = layer.gate.iter().zip(&want[l]).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+        assert_eq!(layer.streams.len(), 1, "one residual stream without mHC");
+        let gate = &layer.streams[0].gate;
+        let worst = gate.iter().zip(&want.gate[l][0]).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "layer {l}: gate differs from the formula by {worst:e}");
-        assert!(layer.gate.iter().any(|&g| (g - layer.gate[0]).abs() > 1e-3), "layer {l}: a constant gate {:?}", layer.gate);
+        let worst = layer.streams[0].residual_norm.iter().zip(&want.residual_norm[l][0]).map(|(&a, &b)| (a as f64 - b).abs() / b).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "layer {l}: ‖h‖ differs by {worst:e} (relative)");
+        assert!(gate.iter().any(|&g| (g - gate[0]).abs() > 1e-3), "layer {l}: a constant gate {gate:?}");
         assert_eq!(layer.reads.len(), ids.len());
         assert!(layer.reads.iter().all(|r| r.len() == 8), "2 orders × 4 heads per token");
         assert_eq!(layer.reads[0][0].ngram, vec!["<pad>".to_string(), ins.tokens[0].text.clone()]);
@@ -373,7 +407,7 @@ fn inspector_on_a_trained_run_shows_the_models_own_gate() {
     let spans = tok_spans(&dom);
     assert_eq!(spans.len(), ids.len(), "{dom}");
     for (i, s) in spans.iter().enumerate() {
-        assert_eq!(s.attr("data-gate"), Some(format!("{:.3}", ins.layers[0].gate[i]).as_str()), "token {i}");
+        assert_eq!(s.attr("data-gate"), Some(format!("{:.3}", ins.layers[0].streams[0].gate[i]).as_str()), "token {i}");
     }
 
     // Table statistics: every held-out position reads each head once.
@@ -416,5 +450,110 @@ fn inspector_on_a_trained_run_shows_the_models_own_gate() {
     fs::rename(run.join("checkpoint"), dir.join("moved")).expect("move the checkpoint");
     let out = engram(&["inspect", "--run", r, "--text", text, "--out", o]);
     assert!(!out.status.success() && stderr(&out).contains("checkpoint"), "{}", stderr(&out));
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn inspector_on_a_four_stream_run_shows_every_streams_gate() {
+    let dir = test_dir("mhc");
+    // Four streams, `comb` starting near the identity ("identity-first"): with the default
+    // mix-first start, 20 steps leave the streams entering the second Engram layer within
+    // ~1e-5 of their mean, and a gate taken from the wrong stream's state would pass as well.
+    let run = trained_run(&dir, "mhc", |v| {
+        v["model"]["mhc"] = serde_json::json!({ "streams": 4, "res_bias_diag": 4.0 });
+        v["model"]["engram"]["hc_mult"] = serde_json::json!(4);
+    });
+    let out_dir = dir.join("inspect");
+    let text = "Friends, Romans, countrymen, lend me your ears";
+    let out = engram(&["inspect", "--run", run.to_str().unwrap(), "--text", text, "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ins: TextInspection = serde_json::from_slice(&fs::read(out_dir.join("inspect.json")).expect("json")).expect("an inspection");
+    let ids: Vec<u32> = ins.tokens.iter().map(|t| t.id).collect();
+    let t = ids.len();
+    let want = gates_by_formula(&run, &ids);
+    assert_eq!(ins.layers.len(), 2);
+    for (l, layer) in ins.layers.iter().enumerate() {
+        assert_eq!(layer.streams.len(), 4, "layer {l}: one entry per stream");
+        assert_eq!(layer.reads.len(), t);
+        for (s, stream) in layer.streams.iter().enumerate() {
+            assert_eq!((stream.gate.len(), stream.memory_norm.len(), stream.residual_norm.len()), (t, t, t), "layer {l}, stream {s}");
+            // Each stream's gate is the formula's on that stream's hidden state and weights.
+            let worst = stream.gate.iter().zip(&want.gate[l][s]).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-5, "layer {l}, stream {s}: gate differs from the formula by {worst:e}");
+            let worst = stream.residual_norm.iter().zip(&want.residual_norm[l][s]).map(|(&a, &b)| (a as f64 - b).abs() / b).fold(0.0, f64::max);
+            assert!(worst < 1e-5, "layer {l}, stream {s}: ‖h‖ differs by {worst:e} (relative)");
+            assert!(stream.memory_norm.iter().all(|&y| y.is_finite() && y > 0.0), "layer {l}, stream {s}: {:?}", stream.memory_norm);
+        }
+        // The streams' gates differ: the check above is not the same check four times.
+        let spread = (0..t).map(|p| {
+            let g: Vec<f32> = layer.streams.iter().map(|s| s.gate[p]).collect();
+            g.iter().copied().fold(f32::MIN, f32::max) - g.iter().copied().fold(f32::MAX, f32::min)
+        });
+        assert!(spread.fold(0.0, f32::max) > 1e-3, "layer {l}: every stream has the same gates");
+    }
+    // The second layer's streams enter it different (the first layer's, in block 0, are copies
+    // of the embedding): its gates from stream 0's state instead of each stream's own are off.
+    let crossed = (1..4)
+        .flat_map(|s| ins.layers[1].streams[s].gate.iter().zip(&want.gate_on_stream0[1][s]).map(|(&a, &b)| (a as f64 - b).abs()))
+        .fold(0.0, f64::max);
+    assert!(crossed > 1e-3, "layer 1: the streams' states are too alike to tell them apart ({crossed:e})");
+
+    // The page in the browser: every token with every stream's gate of every layer.
+    let page = out_dir.join("inspect.html");
+    let dom = dump_dom(&page, "", &dir, "mhc-dom");
+    let spans = tok_spans(&dom);
+    assert_eq!(spans.len(), t, "{dom}");
+    assert!(dom.contains("<select id=\"stream\">") && dom.contains(" · 2 Engram layers · 4 residual streams"), "a stream selector:\n{dom}");
+    let g3 = |g: f32| format!("{g:.3}");
+    for (i, span) in spans.iter().enumerate() {
+        assert_eq!(span.attr("data-gate"), Some(g3(ins.layers[0].streams[0].gate[i]).as_str()), "token {i}: layer 0, stream 0 selected");
+        let title = unescape_attr(span.attr("title").expect("a title"));
+        for l in &ins.layers {
+            assert_eq!(span.attr(&format!("data-gate-{}", l.layer)), Some(g3(l.streams[0].gate[i]).as_str()), "token {i}");
+            for (s, st) in l.streams.iter().enumerate() {
+                assert_eq!(span.attr(&format!("data-gate-{}-{s}", l.layer)), Some(g3(st.gate[i]).as_str()), "token {i}, layer {}, stream {s}", l.layer);
+                assert!(title.contains(&format!("\n  stream {s}: gate {} · ", g3(st.gate[i]))), "token {i}, layer {}: {title}", l.layer);
+            }
+        }
+    }
+    // The script selects layer 1, stream 2 from the address: every token shows that gate, and
+    // the stream options that layer's mean gates.
+    let dom = dump_dom(&page, "#layer=1&stream=2", &dir, "mhc-dom-l1s2");
+    assert!(dom.contains("<div id=\"text\" data-layer=\"1\" data-stream=\"2\">"), "{dom}");
+    for (i, span) in tok_spans(&dom).iter().enumerate() {
+        assert_eq!(span.attr("data-gate"), Some(g3(ins.layers[1].streams[2].gate[i]).as_str()), "token {i}: layer 1, stream 2");
+    }
+    for (s, st) in ins.layers[1].streams.iter().enumerate() {
+        let mean = st.gate.iter().map(|&g| g as f64).sum::<f64>() / t as f64;
+        assert!(dom.contains(&format!(">stream {s} · mean α {mean:.3}</option>")), "stream {s} of layer 1, mean {mean:.3}:\n{dom}");
+    }
+    // The heatmap: one row per layer and stream.
+    let svg = fs::read_to_string(out_dir.join("gates.svg")).expect("svg");
+    assert!((0..2).all(|l| (0..4).all(|s| svg.contains(&format!("\nL{l} s{s}\n")))), "row labels");
+
+    // Table statistics: a position's gate is the mean of its four streams' gates.
+    let stats_dir = dir.join("stats");
+    let windows = 3;
+    let out = engram(&["inspect", "--run", run.to_str().unwrap(), "--table-stats", "--max-windows", &windows.to_string(), "--out", stats_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: engram::inspect::stats::TableStats = serde_json::from_slice(&fs::read(stats_dir.join("table_stats.json")).expect("json")).expect("stats");
+    let device = engram::device::device_from_name("flex").expect("flex");
+    let r = engram::train::LoadedRun::load(&run, &device).expect("a finished run");
+    let ctx = r.cfg.model.max_seq_len;
+    let mut sums = [0.0f64; 2];
+    for w in 0..windows {
+        let f = by_formula(&r, &r.data.val[w * ctx..(w + 1) * ctx]);
+        for (l, sum) in sums.iter_mut().enumerate() {
+            *sum += (0..ctx).map(|p| f.gate[l].iter().map(|s| s[p]).sum::<f64>() / 4.0).sum::<f64>();
+        }
+    }
+    for (l, layer) in stats.layers.iter().enumerate() {
+        assert_eq!(layer.streams, 4);
+        let counted: u64 = layer.gate_names.iter().map(|g| g.positions).sum();
+        assert_eq!(counted, (windows * ctx) as u64);
+        let mean: f64 = layer.gate_names.iter().map(|g| g.mean.unwrap_or(0.0) * g.positions as f64).sum::<f64>() / counted as f64;
+        let want = sums[l] / (windows * ctx) as f64;
+        assert!((mean - want).abs() < 1e-5, "layer {l}: mean gate {mean} against {want} by the formula, averaged over streams");
+    }
     fs::remove_dir_all(dir).ok();
 }

@@ -92,10 +92,11 @@ enum Command {
     #[command(after_help = GENERATE_EXAMPLES)]
     Generate(GenerateArgs),
     /// Show what a finished run's Engram layers do. With --text: per token and layer, the
-    /// gate, ‖memory output‖ against ‖residual‖ and the n-gram rows read, as a self-contained
-    /// HTML page (hover a token), a PNG + SVG heatmap and JSON. With --table-stats: over the
-    /// held-out books, each head's rows touched, its row hit-count distribution (log-log plot)
-    /// and collision rate, and the mean gate by n-gram frequency and inside repeated names.
+    /// gate and ‖memory output‖ against ‖residual‖ (of every residual stream with mHC) and the
+    /// n-gram rows read, as a self-contained HTML page (hover a token), a PNG + SVG heatmap and
+    /// JSON. With --table-stats: over the held-out books, each head's rows touched, its row
+    /// hit-count distribution (log-log plot) and collision rate, and the mean gate (averaged
+    /// over the streams with mHC) by n-gram frequency and inside repeated names.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
 }
@@ -150,7 +151,8 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         written.push(json);
         written.extend(engram::inspect::stats::plot_table_stats(&stats, &args.out)?);
         for l in &stats.layers {
-            println!("Engram layer {} (block {}), {} held-out positions:", l.layer, l.block, stats.positions);
+            let streams = if l.streams > 1 { format!(", gates averaged over {} streams", l.streams) } else { String::new() };
+            println!("Engram layer {} (block {}), {} held-out positions{streams}:", l.layer, l.block, stats.positions);
             for h in &l.heads {
                 println!("  n={} head {}: {:>5.1}% of {} rows touched, collision rate {:.1}%", h.n, h.head, 100.0 * h.touched_fraction, h.rows, 100.0 * h.collision_rate);
             }

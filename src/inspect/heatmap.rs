@@ -1,6 +1,8 @@
-//! The PNG heatmap of a [`super::TextInspection`]: gate per token and layer.
+//! The PNG heatmap of a [`super::TextInspection`]: gate per token, layer and residual stream.
 //!
-//! Rows are the Engram layers (labelled by their block), columns the tokens (labelled by their
+//! Rows are the Engram layers (labelled by their block) or, when the layers have several
+//! residual streams (mHC), one row per layer and stream (labelled `L{layer} s{stream}`, a
+//! darker line between layers); columns the tokens (labelled by their
 //! text, rotated, shortened with an ellipsis when too long). A long text wraps into bands of at
 //! most [`MAX_COLUMNS`] tokens, each band with its own token labels, so cells keep a readable
 //! width. A colour bar on the right maps the gate α ∈ [0, 1] from white to deep blue: the scale
@@ -82,10 +84,10 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(tokens: usize, layers: usize) -> Self {
+    fn new(tokens: usize, rows: usize) -> Self {
         let cols = tokens.clamp(1, MAX_COLUMNS);
         let bands = tokens.div_ceil(MAX_COLUMNS).max(1);
-        let rows_h = layers as u32 * CELL_H;
+        let rows_h = rows as u32 * CELL_H;
         let band_h = rows_h + TOKEN_LABEL_H;
         let plot_h = bands as u32 * band_h + (bands as u32 - 1) * BAND_GAP;
         let bar_h = rows_h.max(MIN_BAR_H);
@@ -103,19 +105,43 @@ impl Layout {
     }
 }
 
-/// The pixel size of the heatmap of `tokens` tokens on `layers` Engram layers.
-pub fn heatmap_size(tokens: usize, layers: usize) -> (u32, u32) {
-    Layout::new(tokens, layers).size
+/// The pixel size of the heatmap of `tokens` tokens in `rows` rows: the Engram layers' count
+/// with one stream each, else the number of (layer, stream) pairs.
+pub fn heatmap_size(tokens: usize, rows: usize) -> (u32, u32) {
+    Layout::new(tokens, rows).size
+}
+
+/// One row of cells: its label, its gates (one per token) and whether it starts a layer.
+struct Row<'a> {
+    label: String,
+    gate: &'a [f32],
+    first_of_layer: bool,
+}
+
+/// The heatmap's rows, top to bottom: every layer's streams in order, labelled `block {b}`
+/// when no layer has more than one stream, else `L{layer} s{stream}`.
+fn rows(ins: &TextInspection) -> Vec<Row<'_>> {
+    let multi = ins.layers.iter().any(|l| l.streams.len() > 1);
+    let mut rows = Vec::new();
+    for l in &ins.layers {
+        for (s, stream) in l.streams.iter().enumerate() {
+            let label = if multi { format!("L{} s{s}", l.layer) } else { format!("block {}", l.block) };
+            rows.push(Row { label, gate: &stream.gate, first_of_layer: s == 0 });
+        }
+    }
+    rows
 }
 
 /// Writes the gate heatmap of `ins` to `<stem>.png` (size [`heatmap_size`]) and `<stem>.svg`
 /// (atomically, creating the parent directory if needed, as every plot of the crate); returns
 /// the two paths.
 ///
-/// Rows are the Engram layers labelled `block {b}`, columns the tokens labelled by their
+/// Rows are the Engram layers labelled `block {b}` (with several residual streams, one row per
+/// layer and stream labelled `L{layer} s{stream}`), columns the tokens labelled by their
 /// text (spaces as `␣`, newlines as `↵`), in bands of at most [`MAX_COLUMNS`] tokens; a
 /// non-finite gate is drawn grey. Fails with [`PlotError::InvalidData`] when the text has no
-/// tokens, the run no Engram layer, or a layer's gates do not match the tokens one to one.
+/// tokens, the run no Engram layer, a layer no stream, or a stream's gates do not match the
+/// tokens one to one.
 pub fn write_heatmap(ins: &TextInspection, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
     if ins.tokens.is_empty() {
         return Err(PlotError::InvalidData(format!("heatmap of {}: the text has no tokens", ins.run)));
@@ -124,23 +150,32 @@ pub fn write_heatmap(ins: &TextInspection, stem: &Path) -> Result<Vec<PathBuf>, 
         return Err(PlotError::InvalidData(format!("heatmap of {}: the run has no Engram layer", ins.run)));
     }
     for l in &ins.layers {
-        if l.gate.len() != ins.tokens.len() {
-            return Err(PlotError::InvalidData(format!(
-                "heatmap of {}: Engram layer {} (block {}) has {} gates for {} tokens",
-                ins.run,
-                l.layer,
-                l.block,
-                l.gate.len(),
-                ins.tokens.len()
-            )));
+        if l.streams.is_empty() {
+            return Err(PlotError::InvalidData(format!("heatmap of {}: Engram layer {} (block {}) has no stream", ins.run, l.layer, l.block)));
+        }
+        for (s, stream) in l.streams.iter().enumerate() {
+            if stream.gate.len() != ins.tokens.len() {
+                let which = if l.streams.len() > 1 { format!(", stream {s},") } else { String::new() };
+                return Err(PlotError::InvalidData(format!(
+                    "heatmap of {}: Engram layer {} (block {}){which} has {} gates for {} tokens",
+                    ins.run,
+                    l.layer,
+                    l.block,
+                    stream.gate.len(),
+                    ins.tokens.len()
+                )));
+            }
         }
     }
-    save(&Heatmap { ins, layout: Layout::new(ins.tokens.len(), ins.layers.len()) }, stem)
+    let rows = rows(ins);
+    let layout = Layout::new(ins.tokens.len(), rows.len());
+    save(&Heatmap { ins, rows, layout }, stem)
 }
 
-/// The figure: an inspection and its layout.
+/// The figure: an inspection, its rows and its layout.
 struct Heatmap<'a> {
     ins: &'a TextInspection,
+    rows: Vec<Row<'a>>,
     layout: Layout,
 }
 
@@ -150,15 +185,16 @@ impl Figure for Heatmap<'_> {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        draw(self.ins, &self.layout, root)
+        draw(self.ins, &self.rows, &self.layout, root)
     }
 }
 
-/// Draws the whole figure on `root` (of size `layout.size`).
-fn draw<DB: DrawingBackend>(ins: &TextInspection, layout: &Layout, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
+/// Draws the whole figure on `root` (of size `layout.size`), `rows` top to bottom.
+fn draw<DB: DrawingBackend>(ins: &TextInspection, rows: &[Row], layout: &Layout, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(drawing_err)?;
     let n = ins.tokens.len();
-    let title = format!("Engram gate α per token ({n} token{})", if n == 1 { "" } else { "s" });
+    let per = if rows.len() > ins.layers.len() { "token and stream" } else { "token" };
+    let title = format!("Engram gate α per {per} ({n} token{})", if n == 1 { "" } else { "s" });
     root.draw(&Text::new(title, (MARGIN as i32, MARGIN as i32), font(TITLE_FONT))).map_err(drawing_err)?;
 
     let grid = BLACK.mix(0.12);
@@ -169,23 +205,23 @@ fn draw<DB: DrawingBackend>(ins: &TextInspection, layout: &Layout, root: &Drawin
         let first = band * layout.cols;
         let count = (n - first).min(layout.cols);
         let top = y0 + (band as u32 * (layout.band_h + BAND_GAP)) as i32;
-        for (r, l) in ins.layers.iter().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
             let y = top + r as i32 * ch;
-            root.draw(&Text::new(
-                format!("block {}", l.block),
-                (x0 - 8, y + ch / 2),
-                font(ROW_FONT).pos(Pos::new(HPos::Right, VPos::Center)),
-            ))
-            .map_err(drawing_err)?;
+            root.draw(&Text::new(row.label.as_str(), (x0 - 8, y + ch / 2), font(ROW_FONT).pos(Pos::new(HPos::Right, VPos::Center))))
+                .map_err(drawing_err)?;
             for c in 0..count {
                 let x = x0 + c as i32 * cw;
-                let colour = gate_rgb(l.gate[first + c]).map_or(MISSING, |[r, g, b]| RGBColor(r, g, b));
+                let colour = gate_rgb(row.gate[first + c]).map_or(MISSING, |[r, g, b]| RGBColor(r, g, b));
                 let cell = [(x, y), (x + cw, y + ch)];
                 root.draw(&Rectangle::new(cell, colour.filled())).map_err(drawing_err)?;
                 root.draw(&Rectangle::new(cell, grid.stroke_width(1))).map_err(drawing_err)?;
             }
+            if row.first_of_layer && r > 0 {
+                root.draw(&PathElement::new(vec![(x0, y), (x0 + count as i32 * cw, y)], BLACK.mix(0.6).stroke_width(2)))
+                    .map_err(drawing_err)?;
+            }
         }
-        let rows_bottom = top + ins.layers.len() as i32 * ch;
+        let rows_bottom = top + rows.len() as i32 * ch;
         root.draw(&Rectangle::new([(x0, top), (x0 + count as i32 * cw, rows_bottom)], BLACK.mix(0.6).stroke_width(1)))
             .map_err(drawing_err)?;
         let style = font(TOKEN_FONT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center));
@@ -259,7 +295,7 @@ fn fitted_label<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, text: &str, r
 mod tests {
     use super::*;
     use std::fs;
-    use crate::inspect::{LayerInspection, RowRead, TokenPiece};
+    use crate::inspect::{LayerInspection, RowRead, StreamInspection, TokenPiece};
     use crate::report::plots::testing::{assert_png, no_tmp_files};
 
     fn test_dir(name: &str) -> PathBuf {
@@ -270,6 +306,11 @@ mod tests {
     }
 
     fn inspection(texts: &[&str], blocks: &[usize]) -> TextInspection {
+        inspection_streams(texts, blocks, 1)
+    }
+
+    /// `texts` on Engram layers at `blocks`, `streams` residual streams each.
+    fn inspection_streams(texts: &[&str], blocks: &[usize], streams: usize) -> TextInspection {
         let n = texts.len();
         TextInspection {
             run: "runs/test".into(),
@@ -281,9 +322,13 @@ mod tests {
                 .map(|(l, &block)| LayerInspection {
                     layer: l,
                     block,
-                    gate: (0..n).map(|i| ((i * 7 + l * 3) % 11) as f32 / 10.0).collect(),
-                    memory_norm: vec![1.0; n],
-                    residual_norm: vec![4.0; n],
+                    streams: (0..streams)
+                        .map(|s| StreamInspection {
+                            gate: (0..n).map(|i| ((i * 7 + l * 3 + s * 5) % 11) as f32 / 10.0).collect(),
+                            memory_norm: vec![1.0; n],
+                            residual_norm: vec![4.0; n],
+                        })
+                        .collect(),
                     reads: (0..n).map(|i| vec![RowRead { n: 2, head: 0, row: i as u32, ngram: vec!["a".into(), "b".into()] }]).collect(),
                 })
                 .collect(),
@@ -341,7 +386,7 @@ mod tests {
         let texts: Vec<String> = (0..150).map(|i| format!(" token{i}-with-a-rather-long-name")).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut ins = inspection(&refs, &[0, 2, 5]);
-        ins.layers[1].gate[7] = f32::NAN;
+        ins.layers[1].streams[0].gate[7] = f32::NAN;
         write_heatmap(&ins, &dir.join("long")).expect("heatmap");
         assert_png(&dir.join("long.png"), heatmap_size(150, 3));
         let svg = fs::read_to_string(dir.join("long.svg")).expect("svg written");
@@ -354,14 +399,42 @@ mod tests {
         let dir = test_dir("bad");
         let (png, stem) = (dir.join("bad.png"), dir.join("bad"));
         let mut ins = inspection(&["a", "b"], &[0]);
-        ins.layers[0].gate.pop();
+        ins.layers[0].streams[0].gate.pop();
         let err = write_heatmap(&ins, &stem).expect_err("gates do not match the tokens");
         assert!(matches!(&err, PlotError::InvalidData(m) if m.contains("1 gates for 2 tokens")), "{err}");
+        let mut ins = inspection_streams(&["a", "b"], &[0, 1], 3);
+        ins.layers[1].streams[2].gate.push(0.5);
+        let err = write_heatmap(&ins, &stem).expect_err("a stream's gates do not match the tokens");
+        assert!(matches!(&err, PlotError::InvalidData(m) if m.contains("layer 1 (block 1), stream 2, has 3 gates for 2 tokens")), "{err}");
+        ins.layers[1].streams.clear();
+        let err = write_heatmap(&ins, &stem).expect_err("a layer without streams");
+        assert!(matches!(&err, PlotError::InvalidData(m) if m.contains("layer 1 (block 1) has no stream")), "{err}");
         let none = inspection(&["a"], &[]);
         assert!(matches!(write_heatmap(&none, &stem), Err(PlotError::InvalidData(_))));
         let empty = inspection(&[], &[0]);
         assert!(matches!(write_heatmap(&empty, &stem), Err(PlotError::InvalidData(_))));
         assert!(!png.exists() && no_tmp_files(&dir));
+        fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn several_streams_get_one_row_each() {
+        let dir = test_dir("streams");
+        let texts = ["The", " cat", " sat"];
+        let ins = inspection_streams(&texts, &[1, 3], 4);
+        let labels: Vec<String> = rows(&ins).into_iter().map(|r| r.label).collect();
+        let want: Vec<String> = (0..2).flat_map(|l| (0..4).map(move |s| format!("L{l} s{s}"))).collect();
+        assert_eq!(labels, want);
+        let r = rows(&ins);
+        assert_eq!(r[6].gate, &ins.layers[1].streams[2].gate[..], "row 6 is layer 1, stream 2");
+        assert_eq!(r.iter().filter(|r| r.first_of_layer).count(), 2);
+        write_heatmap(&ins, &dir.join("gates")).expect("heatmap");
+        assert_png(&dir.join("gates.png"), heatmap_size(3, 8));
+        let svg = fs::read_to_string(dir.join("gates.svg")).expect("svg written");
+        assert!(svg.contains("L1 s3") && svg.contains("per token and stream") && !svg.contains("block 3"), "stream row labels");
+        // One stream per layer: rows labelled by block, as without mHC.
+        let one: Vec<String> = rows(&inspection(&texts, &[1, 3])).into_iter().map(|r| r.label).collect();
+        assert_eq!(one, ["block 1", "block 3"]);
         fs::remove_dir_all(dir).ok();
     }
 

@@ -11,7 +11,9 @@
 //!   as the hash sees them: compressed ids, pads included) — the share of distinct n-grams that
 //!   found their row already taken by another one.
 //!
-//! And per layer, the gate α (first stream) averaged:
+//! And per layer, the gate α averaged (a position's gate being, with mHC's M residual streams,
+//! the mean of its M streams' gates — the streams' gates one by one are in the text
+//! inspection; with one stream, that stream's gate):
 //! * **by n-gram frequency**: positions grouped by how often their longest n-gram (order N,
 //!   model ids, no pad) occurs in the training stream: never, 1–9, 10–99, 100–999, ≥ 1000;
 //! * **inside repeated names vs elsewhere**: a coarse, stated proxy for the paper's
@@ -80,6 +82,8 @@ pub struct LayerStats {
     pub layer: usize,
     /// Its block.
     pub block: usize,
+    /// Residual streams M whose gates each position's gate averages (1 without mHC).
+    pub streams: usize,
     /// Per head, orders ascending.
     pub heads: Vec<HeadStats>,
     /// Mean gate by training frequency of the position's longest n-gram.
@@ -108,6 +112,11 @@ fn mean_sem(label: &str, xs: &[f32]) -> GateMean {
     let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / n;
     let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     GateMean { label: label.to_string(), positions: xs.len() as u64, mean: (!xs.is_empty()).then_some(mean), sem: (xs.len() > 1).then(|| (var / n).sqrt()) }
+}
+
+/// The mean of one position's gates over its streams (in f64; exactly the gate for one stream).
+fn stream_mean(gates: &[f32]) -> f32 {
+    (gates.iter().map(|&g| g as f64).sum::<f64>() / gates.len() as f64) as f32
 }
 
 /// Whether a token's text starts a capitalised word.
@@ -162,7 +171,7 @@ pub fn table_stats(run: &LoadedRun, max_windows: Option<usize>, device: &Device)
     let mut ngrams: Vec<HashSet<Vec<u32>>> = vec![HashSet::new(); orders];
     let mut by_freq: Vec<Vec<Vec<f32>>> = vec![vec![Vec::new(); BUCKETS.len()]; n_layers];
     let mut in_names: Vec<[Vec<f32>; 2]> = vec![[Vec::new(), Vec::new()]; n_layers];
-    let mut blocks = vec![0; n_layers];
+    let mut blocks = vec![(0, 1); n_layers];
     for first in (0..windows).step_by(BATCH) {
         let b = BATCH.min(windows - first);
         let ids = &val[first * ctx..(first + b) * ctx];
@@ -177,12 +186,12 @@ pub fn table_stats(run: &LoadedRun, max_windows: Option<usize>, device: &Device)
                 let freq = if p + 1 >= max_n && !train_counts.is_empty() { Some(train_counts.get(&pack(&seq[p + 1 - max_n..=p])).copied().unwrap_or(0)) } else { None };
                 let name = p >= 1 && names.contains(&(seq[p - 1], seq[p]));
                 for (l, pass) in passes.iter().enumerate() {
-                    blocks[l] = pass.block;
+                    blocks[l] = (pass.block, pass.streams);
                     let at = s * ctx + p;
                     for (head, &row) in hits[l].iter_mut().zip(&pass.rows[at * heads..(at + 1) * heads]) {
                         *head.entry(row).or_default() += 1;
                     }
-                    let g = pass.gate[at];
+                    let g = stream_mean(&pass.gate[at * pass.streams..(at + 1) * pass.streams]);
                     if let Some(f) = freq {
                         let bucket = BUCKETS.iter().position(|&(lo, hi, _)| lo <= f && f < hi).expect("the buckets cover u64");
                         by_freq[l][bucket].push(g);
@@ -212,7 +221,7 @@ pub fn table_stats(run: &LoadedRun, max_windows: Option<usize>, device: &Device)
                 .collect();
             let gate_by_frequency = BUCKETS.iter().zip(&by_freq[l]).map(|(&(_, _, label), xs)| mean_sem(label, xs)).collect();
             let gate_names = vec![mean_sem("inside repeated names", &in_names[l][0]), mean_sem("elsewhere", &in_names[l][1])];
-            LayerStats { layer: l, block: blocks[l], heads, gate_by_frequency, gate_names }
+            LayerStats { layer: l, block: blocks[l].0, streams: blocks[l].1, heads, gate_by_frequency, gate_names }
         })
         .collect();
     Ok(TableStats { run: run.dir.display().to_string(), windows, positions: windows * ctx, names: names.len(), layers })
@@ -262,7 +271,8 @@ pub fn plot_table_stats(stats: &TableStats, dir: &Path) -> Result<Vec<PathBuf>, 
             .collect();
         if !bars.is_empty() {
             let title = format!("Mean gate, layer {} (block {}), by training count of the {}-gram", l.layer, l.block, l.heads.last().map_or(0, |h| h.n));
-            out.extend(bar_chart(&title, "mean gate α (± s.e.)", &bars, None, &dir.join(format!("gate_{}", l.layer)))?);
+            let y_label = if l.streams > 1 { format!("mean gate α, {} streams averaged (± s.e.)", l.streams) } else { "mean gate α (± s.e.)".to_string() };
+            out.extend(bar_chart(&title, &y_label, &bars, None, &dir.join(format!("gate_{}", l.layer)))?);
         }
     }
     Ok(out)
