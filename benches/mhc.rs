@@ -4,8 +4,8 @@
 //! × 4 heads × 32), on flex with the fused kernels and with burn's composed operations
 //! ([`engram::ops::with_generic_ops`]).
 //!
-//! * one mHC sublayer around an identity sublayer: the coefficients (φ product, RMS, gates,
-//!   20 Sinkhorn iterations), the collapse and the merge;
+//! * one mHC sublayer around an identity sublayer, and its three parts alone: the
+//!   coefficients (φ product, RMS, gates, 20 Sinkhorn iterations), the collapse and the merge;
 //! * the Engram layer on one stream and on four (gate per stream, conv over 4·D channels).
 //!
 //! Every piece is timed `ROUNDS` times, the pieces interleaved, medians reported; the first
@@ -48,6 +48,37 @@ fn main() {
             std::hint::black_box(x.grad(&g));
         }
     };
+    // The sublayer's three parts alone, with random upstream gradients.
+    let coeffs = {
+        let (mhc, x) = (mhc.clone(), x4.clone());
+        let r = [B * T * M, B * T * M, B * T * M * M].map(|n| Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device));
+        move || {
+            let x = x.clone().require_grad();
+            let c = mhc.coeffs(x.clone());
+            let loss = (c.pre.reshape([-1]) * r[0].clone()).sum() + (c.post.reshape([-1]) * r[1].clone()).sum() + (c.comb.reshape([-1]) * r[2].clone()).sum();
+            let g = loss.backward();
+            std::hint::black_box(x.grad(&g));
+        }
+    };
+    let w3 = Tensor::<3>::random([B, T, M], Distribution::Normal(0.5, 0.2), &device);
+    let comb4 = Tensor::<4>::random([B, T, M, M], Distribution::Normal(0.25, 0.1), &device);
+    let y3 = Tensor::<3>::random([B, T, D], Distribution::Normal(0.0, 1.0), &device);
+    let collapse = {
+        let (x, w, r) = (x4.clone(), w3.clone(), y3.clone());
+        move || {
+            let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+            let g = (engram::model::mhc::collapse(x.clone(), w.clone()) * r.clone()).sum().backward();
+            std::hint::black_box((x.grad(&g), w.grad(&g)));
+        }
+    };
+    let merge = {
+        let (x, y, post, comb, r) = (x4.clone(), y3.clone(), w3.clone(), comb4, r4.clone());
+        move || {
+            let (x, y, post, comb) = (x.clone().require_grad(), y.clone().require_grad(), post.clone().require_grad(), comb.clone().require_grad());
+            let g = (engram::model::mhc::merge(x.clone(), y.clone(), post.clone(), comb.clone()) * r.clone()).sum().backward();
+            std::hint::black_box((x.grad(&g), y.grad(&g), post.grad(&g), comb.grad(&g)));
+        }
+    };
     let layer = |m: usize| {
         let layer = EngramLayerConfig::new(D, 2 * 4 * 32, 3).with_hc_mult(m).init(&device);
         let h = Tensor::<4>::random([B, T, m, D], Distribution::Normal(0.0, 1.0), &device);
@@ -68,6 +99,12 @@ fn main() {
         ("mHC sublayer, M=4, fused (A)", Box::new(sublayer.clone())),
         ("mHC sublayer, M=4, fused (A')", Box::new(sublayer.clone())),
         ("mHC sublayer, M=4, burn ops", generic(Box::new(sublayer))),
+        ("  its coefficients, fused", Box::new(coeffs.clone())),
+        ("  its coefficients, burn ops", generic(Box::new(coeffs))),
+        ("  its collapse, fused", Box::new(collapse.clone())),
+        ("  its collapse, burn ops", generic(Box::new(collapse))),
+        ("  its merge, fused", Box::new(merge.clone())),
+        ("  its merge, burn ops", generic(Box::new(merge))),
         ("Engram layer, M=1, fused", Box::new(layer(1))),
         ("Engram layer, M=4, fused", Box::new(layer(M))),
         ("Engram layer, M=4, burn ops", generic(Box::new(layer(M)))),
@@ -89,5 +126,12 @@ fn main() {
     for ((name, _), &ms) in pieces.iter().zip(&med) {
         println!("{name:<32} {ms:>9.3} {:>9.3}", ms / med[0]);
     }
-    println!("A/A: {:.3}; mHC sublayer burn ops / fused: {:.2}; Engram M=4 burn ops / fused: {:.2}; Engram fused M=4 / M=1: {:.2}", med[1] / med[0], med[2] / med[0], med[5] / med[4], med[4] / med[3]);
+    let at = |name: &str| med[pieces.iter().position(|(n, _)| *n == name).expect("a piece")];
+    println!(
+        "A/A: {:.3}; mHC sublayer burn ops / fused: {:.2}; Engram M=4 burn ops / fused: {:.2}; Engram fused M=4 / M=1: {:.2}",
+        med[1] / med[0],
+        at("mHC sublayer, M=4, burn ops") / med[0],
+        at("Engram layer, M=4, burn ops") / at("Engram layer, M=4, fused"),
+        at("Engram layer, M=4, fused") / at("Engram layer, M=1, fused")
+    );
 }

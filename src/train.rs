@@ -4,10 +4,12 @@
 //! — lazy Adam at `table_lr_mult ×` the backbone rate, no weight decay (spec §6) — updated only
 //! on the rows the batch touched ([`crate::table`]). Periodic evaluation on held-out books.
 //! Every run writes its own directory: `config.json` (before training), `metrics.csv`
-//! (appended as training goes) and `summary.json`. With [`RunOptions::checkpoints`] it also
+//! (appended as training goes), `summary.json` and, with mHC streams, `mhc_amax.csv` (the
+//! amax gain at every evaluation, [`amax_log`]). With [`RunOptions::checkpoints`] it also
 //! keeps `checkpoint/` ([`crate::checkpoint`]) every `train.checkpoint_every` steps and at the
 //! end, and [`RunOptions::resume`] continues a run from it with the same batches and updates.
 
+mod amax_log;
 mod error;
 mod evaluate;
 mod loaded;
@@ -50,6 +52,11 @@ fn remove_stale_results(out_dir: &Path) -> Result<(), TrainError> {
     let summary = out_dir.join("summary.json");
     match std::fs::remove_file(&summary) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &summary)(e).into()),
+        _ => {}
+    }
+    let amax = out_dir.join("mhc_amax.csv");
+    match std::fs::remove_file(&amax) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &amax)(e).into()),
         _ => {}
     }
     let ckpt = out_dir.join(checkpoint::CHECKPOINT_DIR);
@@ -114,6 +121,7 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
 
     let metrics_path = out_dir.join("metrics.csv");
     let mut metrics = open_metrics(&metrics_path, &curve)?;
+    let mut amax_log = if model.hc_exit.is_some() { Some(amax_log::AmaxLog::open(&out_dir.join("mhc_amax.csv"), start_step)?) } else { None };
     let bar = progress_bar(cfg, opts.progress, start_step);
     let interactive = opts.progress && !bar.is_hidden();
 
@@ -224,6 +232,11 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
                 let t_eval = Instant::now();
                 let windows = if done == tc.steps { &final_windows } else { &subset_windows };
                 let r = evaluate(&valid, &mut batcher, &hosts, data, windows, &eval_device, false)?;
+                if let Some(log) = amax_log.as_mut() {
+                    if let Some(g) = evaluate::amax_gain(&valid, &mut batcher, &hosts, data, windows, &eval_device)? {
+                        log.append(done, &g)?;
+                    }
+                }
                 let scores = (r.loss() as f32, r.bpb() as f32);
                 if done == tc.steps {
                     final_eval = Some((r, t_eval.elapsed().as_secs_f64()));
@@ -276,6 +289,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
     }
     let _final_turn = opts.turns.as_deref().map(Turn::hold);
     metrics.sync_all().map_err(io_err("sync", &metrics_path))?;
+    if let Some(log) = &amax_log {
+        log.sync()?;
+    }
     bar.finish_and_clear();
     let valid = model.valid();
     // A run resumed from its final checkpoint has no final evaluation in memory: redo it.

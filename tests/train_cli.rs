@@ -192,6 +192,20 @@ fn sigkill_then_resume_equals_uninterrupted(name: &str, edit: impl Fn(&mut Value
     assert_eq!(ma, mb, "metrics differ (resumed at step {k})");
     assert_eq!(final_loss_bits(&a), final_loss_bits(&b));
     assert_eq!(checkpoint::peek(&a).unwrap().step, 300);
+    // mHC runs log the amax gain at every evaluation: the resumed run's log is the
+    // uninterrupted one's (the rows written after the checkpoint are dropped and logged again).
+    let amax = |d: &Path| std::fs::read_to_string(d.join("mhc_amax.csv")).ok();
+    assert_eq!(amax(&a), amax(&b), "mhc_amax.csv differs (resumed at step {k})");
+    if let Some(text) = amax(&b) {
+        let rows: Vec<Vec<f64>> = text.lines().skip(1).map(|l| l.split(',').map(|c| c.parse().unwrap()).collect()).collect();
+        assert_eq!(rows.iter().map(|r| r[0] as usize).collect::<Vec<_>>(), vec![40, 80, 120, 160, 200, 240, 280, 300]);
+        let summary: Value = serde_json::from_slice(&std::fs::read(b.join("summary.json")).unwrap()).unwrap();
+        let g = &summary["mhc_amax_gain"];
+        // The last evaluation and the summary measure the same held-out batch.
+        let want = ["forward_mean", "forward_max", "backward_mean", "backward_max"].map(|k| g[k].as_f64().unwrap());
+        assert!(rows[7][1..].iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-12 * b.abs()), "{:?} vs {want:?}", &rows[7][1..]);
+        assert!(rows.iter().all(|r| r[1..].iter().all(|&x| x.is_finite() && x > 0.5)), "{text}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
