@@ -35,8 +35,7 @@
 //! * DeepSeek's training-time initialisation of `φ` and `b` is not published; see [`Mhc`]
 //!   for the one used here (exactly a pre-norm residual net at step 0, streams not
 //!   symmetric).
-//! * On flex the coefficients (Sinkhorn included), the collapse and the merge are fused
-//!   kernels ([`crate::ops::mhc`](mod@crate::ops::mhc)) whose backward pass recomputes
+//! * On flex the coefficients (Sinkhorn included) and the merge are fused kernels ([`crate::ops::mhc`](mod@crate::ops::mhc)) whose backward pass recomputes
 //!   Sinkhorn's iterations per token, as DeepSeek's custom backward does (spec §3.3); on
 //!   every other device, and for more than 16 streams, Sinkhorn is the unrolled loop below
 //!   under autodiff (the same gradient). Everything is f32 (DeepSeek keeps the coefficients
@@ -276,10 +275,7 @@ fn fused<const D: usize>(x: &Tensor<D>) -> bool {
 /// # Shapes
 /// - `x`: `[B, T, M, D]`, `weights`: `[B, T, M]` → `[B, T, D]`
 pub fn collapse(x: Tensor<4>, weights: Tensor<3>) -> Tensor<3> {
-    let [b, t, m, d] = x.dims();
-    if fused(&x) {
-        return ops::mhc_collapse(x.reshape([b * t, m, d]), weights.reshape([b * t, m])).reshape([b, t, d]);
-    }
+    let [b, t, _, d] = x.dims();
     (x * weights.unsqueeze_dim::<4>(3)).sum_dim(2).reshape([b, t, d]) // [B, T, M, D] → [B, T, 1, D]
 }
 

@@ -1,6 +1,8 @@
 //! Multi-branch hyper-connections (mHC) on flex: the per-token coefficients with their
-//! Sinkhorn normalisation, the collapse of `M` streams into a sublayer's input, and the merge of
-//! its output back into the streams — each one kernel forward and one backward.
+//! Sinkhorn normalisation, and the merge of a sublayer's output back into the streams — each
+//! one kernel forward and one backward. (The collapse `Σ pre·X` stays on burn's operations: a
+//! fused kernel for it measured slower, 0.94 against 0.56 ms forward + backward on 1,024
+//! tokens, `benches/mhc.rs`.)
 //!
 //! The formulas are those of [`crate::model::mhc`] (Xie et al., arXiv 2512.24880, §4.2
 //! Eqs. 7–9; DeepSeek's `tile_kernels/torch/mhc.py`). Composed from burn's operations, one
@@ -9,7 +11,8 @@
 //! product per token), each recorded for the backward pass; they made four streams cost
 //! 2.2× the step time of one for 1.09× the FLOPs. Here the coefficients are one pass per token
 //! over `[M² + 2M]` numbers, and the backward pass recomputes Sinkhorn's iterations per token
-//! instead of keeping them (as DeepSeek's recomputing backward does). Same values and
+//! instead of keeping them (as DeepSeek's recomputing backward does): 7.4 → 3.9 ms forward +
+//! backward for 1,024 tokens on four streams (`benches/mhc.rs`). Same values and
 //! gradients as the composed operations up to float rounding (the tests compare them).
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -34,8 +37,6 @@ pub const MAX_STREAMS: usize = 16;
 pub trait MhcOps: Backend {
     /// The packed coefficients of one sublayer, see [`mhc_coeffs`].
     fn mhc_coeffs(mix: FloatTensor<Self>, xf: FloatTensor<Self>, scale: FloatTensor<Self>, base: FloatTensor<Self>, params: MhcParams) -> FloatTensor<Self>;
-    /// `Σ_j w[j]·x[j]`, see [`mhc_collapse`].
-    fn mhc_collapse(x: FloatTensor<Self>, weights: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `post[k]·y + Σ_j comb[j, k]·x[j]`, see [`mhc_merge`].
     fn mhc_merge(x: FloatTensor<Self>, y: FloatTensor<Self>, post: FloatTensor<Self>, comb: FloatTensor<Self>) -> FloatTensor<Self>;
 }
@@ -76,18 +77,6 @@ pub fn mhc_coeffs(mix: Tensor<2>, xf: Tensor<2>, scale: Tensor<1>, base: Tensor<
     Tensor::from_dispatch(<Dispatch as MhcOps>::mhc_coeffs(mix.into_dispatch(), xf.into_dispatch(), scale.into_dispatch(), base.into_dispatch(), params))
 }
 
-/// The streams collapsed into one with per-token weights: `u = Σ_j w[j]·x[j]`.
-///
-/// # Shapes
-/// - `x`: `[N, M, D]`, `weights`: `[N, M]` → `[N, D]`
-///
-/// # Panics
-/// Off flex (see [`enabled`]).
-pub fn mhc_collapse(x: Tensor<3>, weights: Tensor<2>) -> Tensor<2> {
-    assert!(enabled(&x.device()), "mhc_collapse runs on flex only");
-    Tensor::from_dispatch(<Dispatch as MhcOps>::mhc_collapse(x.into_dispatch(), weights.into_dispatch()))
-}
-
 /// A sublayer's output written into the streams and the streams mixed:
 /// `x'[k] = post[k]·y + Σ_j comb[j, k]·x[j]`.
 ///
@@ -105,9 +94,6 @@ impl MhcOps for Flex {
     fn mhc_coeffs(mix: FlexTensor, xf: FlexTensor, scale: FlexTensor, base: FlexTensor, params: MhcParams) -> FlexTensor {
         coeffs_flex(&[mix, xf, scale, base], &params)
     }
-    fn mhc_collapse(x: FlexTensor, w: FlexTensor) -> FlexTensor {
-        collapse_flex(&[x, w], &())
-    }
     fn mhc_merge(x: FlexTensor, y: FlexTensor, post: FlexTensor, comb: FlexTensor) -> FlexTensor {
         merge_flex(&[x, y, post, comb], &())
     }
@@ -116,9 +102,6 @@ impl MhcOps for Flex {
 impl<C: CheckpointStrategy> MhcOps for Autodiff<Flex, C> {
     fn mhc_coeffs(mix: FloatTensor<Self>, xf: FloatTensor<Self>, scale: FloatTensor<Self>, base: FloatTensor<Self>, params: MhcParams) -> FloatTensor<Self> {
         n_input_op::<C, _, 4>([mix, xf, scale, base], params, coeffs_flex, coeffs_backward_flex)
-    }
-    fn mhc_collapse(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        n_input_op::<C, _, 2>([x, w], (), collapse_flex, collapse_backward_flex)
     }
     fn mhc_merge(x: FloatTensor<Self>, y: FloatTensor<Self>, post: FloatTensor<Self>, comb: FloatTensor<Self>) -> FloatTensor<Self> {
         n_input_op::<C, _, 4>([x, y, post, comb], (), merge_flex, merge_backward_flex)
@@ -350,60 +333,13 @@ simd_kernel! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Collapse and merge
+// Merge
 
 /// `(N, M, D)` of a `[N, M, D]` stream tensor.
 fn stream_dims(x: &FlexTensor, what: &str) -> (usize, usize, usize) {
     let s = dims_of(&x.shape());
     assert_eq!(s.len(), 3, "{what} takes streams as [N, M, D], got {s:?}");
     (s[0], s[1], s[2])
-}
-
-simd_kernel! {
-    fn collapse_flex(x: &[FlexTensor; 2], _p: &()) -> FlexTensor {
-        let (n, m, d) = stream_dims(&x[0], "mhc_collapse");
-        assert_eq!(dims_of(&x[1].shape()), vec![n, m], "mhc_collapse: weights shape");
-        let (xs, w) = (host_f32(&x[0]), host_f32(&x[1]));
-        let mut out = vec![0.0f32; n * d];
-        par_units(&mut out, d, MIN_TOKENS_PER_THREAD * d, |n0, out| {
-            for (i, u) in out.chunks_exact_mut(d.max(1)).enumerate() {
-                let t = n0 + i;
-                for j in 0..m {
-                    let (wj, xj) = (w[t * m + j], &xs[(t * m + j) * d..(t * m + j + 1) * d]);
-                    u.iter_mut().zip(xj).for_each(|(o, &x)| *o += wj * x);
-                }
-            }
-        });
-        flex_f32(out, vec![n, d])
-    }
-}
-
-simd_kernel! {
-    /// `dx[j] = w[j]·du`, `dw[j] = ⟨x[j], du⟩`.
-    fn collapse_backward_flex(x: &[FlexTensor; 2], grad: &FlexTensor, _p: &()) -> [FlexTensor; 2] {
-        let (n, m, d) = stream_dims(&x[0], "mhc_collapse");
-        let (xs, w, du) = (host_f32(&x[0]), host_f32(&x[1]), host_f32(grad));
-        let unit = m * d + m;
-        let mut work = vec![0.0f32; n * unit];
-        par_units(&mut work, unit, MIN_TOKENS_PER_THREAD * unit, |n0, work| {
-            for (i, wk) in work.chunks_exact_mut(unit).enumerate() {
-                let t = n0 + i;
-                let g = &du[t * d..(t + 1) * d];
-                let (dx, dw) = wk.split_at_mut(m * d);
-                for j in 0..m {
-                    let xj = &xs[(t * m + j) * d..(t * m + j + 1) * d];
-                    dw[j] = dot(xj, g);
-                    dx[j * d..(j + 1) * d].iter_mut().zip(g).for_each(|(o, &g)| *o = w[t * m + j] * g);
-                }
-            }
-        });
-        let (mut dx, mut dw) = (vec![0.0f32; n * m * d], vec![0.0f32; n * m]);
-        for (t, wk) in work.chunks_exact(unit).enumerate() {
-            dx[t * m * d..(t + 1) * m * d].copy_from_slice(&wk[..m * d]);
-            dw[t * m..(t + 1) * m].copy_from_slice(&wk[m * d..]);
-        }
-        [flex_f32(dx, vec![n, m, d]), flex_f32(dw, vec![n, m])]
-    }
 }
 
 /// The shapes of a [`mhc_merge`] call, checked: `(N, M, D)`.

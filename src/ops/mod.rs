@@ -30,7 +30,7 @@
 //!   backward steps, 2.9 → 1.9 ms forward + backward for the default experiment's layer), on
 //!   one residual stream or several;
 //! * [`mhc`](mod@mhc): multi-branch hyper-connections — a sublayer's coefficients with their
-//!   Sinkhorn normalisation, the collapse of the streams and the merge back into them;
+//!   Sinkhorn normalisation, and the merge of a sublayer's output back into the streams;
 //! * [`xent`]: row-wise softmax cross-entropy on host memory, and the LM head's softmax
 //!   cross-entropy on flex.
 //!
@@ -59,7 +59,7 @@ pub use backend::{enabled, with_generic_ops};
 pub use conv::{causal_conv_silu, causal_depthwise_conv};
 pub use engram_gate::{engram_gate_conv, GateConvParams};
 pub use matmul::{linear_tokens, linear_tokens_columns, matmul};
-pub use mhc::{mhc_coeffs, mhc_collapse, mhc_merge, MhcParams};
+pub use mhc::{mhc_coeffs, mhc_merge, MhcParams};
 pub use rms_norm::{rms_norm, rms_norm_module};
 pub use simd::exp_nonpositive;
 pub use swiglu::swiglu;
