@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::model::AmaxGain;
 use crate::run_dir::{io_err, write_atomic};
 
-use super::TrainError;
+use super::error::TrainError;
 
 /// Header of `mhc_amax.csv`.
 pub const AMAX_HEADER: &str = "step,forward_mean,forward_max,backward_mean,backward_max";
