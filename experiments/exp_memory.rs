@@ -20,9 +20,15 @@
 //!
 //! Memory is measured per configuration in its own process (the same steps, run alone): its
 //! peak resident set while training (VmHWM, reset after the data is prepared; it counts the
-//! table file's pages while they are mapped), the
-//! bytes of the records it holds (rows touched × record size), and the bytes its table files
-//! occupy on disk (allocated blocks).
+//! table file's pages while they are mapped), the bytes of the records it holds (rows touched
+//! × record size), and the bytes its table files occupy on disk (allocated blocks). The peak
+//! is measured twice, in two processes: as every experiment runs, where the allocator keeps
+//! freed memory for the next step ([`engram::runtime::tune_allocator`]; a few hundred MB here,
+//! whose placement moves a peak by several MB between configurations), and with that free
+//! memory returned to the kernel before training and after every step
+//! ([`engram::runtime::release_free_memory`]) and one heap for all threads
+//! ([`engram::runtime::use_one_arena`]; with a heap per thread, a peak moved by up to 50 MB
+//! between runs of one configuration), which measures the memory the run uses.
 //!
 //! Then the loss effect of the compact layouts: `exp_engram`'s Engram model (D 64, 2 blocks,
 //! 65,536 rows per head) with the science experiments' recipe (500 steps, 3 seeds) for Adam
@@ -74,6 +80,9 @@ struct Args {
     /// Internal: measure the memory of one configuration in this process and print it as JSON.
     #[arg(long, hide = true)]
     measure_one: Option<String>,
+    /// Internal, with `--measure-one`: return the allocator's free memory after every step.
+    #[arg(long, hide = true)]
+    release_memory: bool,
 }
 
 /// Warm-up steps not timed.
@@ -163,6 +172,15 @@ fn options(v: &Variant) -> RunOptions {
     RunOptions { prefetch_tables: v.prefetch, evict_tables: v.evict, ..RunOptions::default() }
 }
 
+/// Memory of one configuration, measured twice: as the experiments run (the allocator keeps
+/// freed memory for speed, [`engram::runtime::tune_allocator`]), and with that memory returned
+/// to the kernel after every step ([`RunOptions::release_memory`]).
+#[derive(Clone, Debug)]
+struct Measured {
+    as_run: Memory,
+    released: Memory,
+}
+
 /// What one configuration's own process measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Memory {
@@ -181,15 +199,19 @@ fn disk_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|it| it.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.blocks() * 512).sum()).unwrap_or(0)
 }
 
-/// Train `v` alone in this process and measure its memory.
-fn measure(v: &Variant, data: &PreparedData, steps: usize, quick: bool, seed: u64, dir: &Path) -> anyhow::Result<Memory> {
+/// Train `v` alone in this process and measure its memory; with `release`, the allocator's
+/// free memory is returned to the kernel before training and after every step.
+fn measure(v: &Variant, data: &PreparedData, steps: usize, quick: bool, seed: u64, dir: &Path, release: bool) -> anyhow::Result<Memory> {
     let mut cfg = experiment(v, data, steps, quick, seed);
     cfg.name = format!("memory-{}", v.name);
     let device = burn::tensor::Device::flex();
     let run_dir = dir.join(&cfg.name);
+    if release {
+        engram::runtime::release_free_memory();
+    }
     // The peak of training alone, not of preparing the data (tokenising the corpus).
     anyhow::ensure!(reset_peak_rss(), "cannot reset the peak resident set (/proc/self/clear_refs): exp_memory needs Linux");
-    run(&cfg, data, &device, &run_dir, &options(v))?;
+    run(&cfg, data, &device, &run_dir, &RunOptions { release_memory: release, ..options(v) })?;
     let peak = peak_rss_bytes();
     let rec = v.layout().record_bytes() as u64;
     let (rows_touched, disk) = match v.store {
@@ -217,8 +239,12 @@ struct RunFigures {
     step_seconds: f64,
     /// Interquartile range of its step times.
     step_seconds_iqr: Option<[f64; 2]>,
-    /// Peak resident set of the configuration run alone (bytes).
+    /// Peak resident set of the configuration run alone (bytes), as the experiments run: it
+    /// includes freed memory the allocator keeps for speed.
     peak_rss_bytes: u64,
+    /// The same with the allocator's free memory returned to the kernel after every step: the
+    /// memory the run uses.
+    peak_rss_released_bytes: u64,
     /// Bytes of its table files on disk (allocated).
     disk_bytes: u64,
     /// Rows holding a record at the end of the memory run.
@@ -262,10 +288,40 @@ struct Summary {
     /// Cold reads (pages evicted before every step), with and without the prefetch, against warm.
     cold_over_warm: Option<Ratio>,
     cold_no_prefetch_over_warm: Option<Ratio>,
+    /// The memory bound: the largest file-backed table's peak against the resident 2^14 peak
+    /// plus the bytes of the records the large table touched; as run, and with free memory
+    /// released after every step.
+    rss_bound_as_run: Option<RssBound>,
+    rss_bound_released: Option<RssBound>,
     loss: Option<LossFigures>,
     cpu_steal_percent: Option<f64>,
     wall_seconds: f64,
     plots: Vec<String>,
+}
+
+/// Peak RSS of the largest file-backed table against the resident 2^14 figure plus the bytes
+/// of the records the large table touched.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RssBound {
+    peak_rss_bytes: u64,
+    resident_smallest_peak_rss_bytes: u64,
+    touched_record_bytes: u64,
+    /// resident_smallest_peak_rss_bytes + touched_record_bytes.
+    bound_bytes: u64,
+    /// bound − peak (negative: missed).
+    margin_bytes: i64,
+}
+
+fn rss_bound(runs: &[RunFigures], largest: &str, base: &str, peak: impl Fn(&RunFigures) -> u64) -> Option<RssBound> {
+    let (l, b) = (runs.iter().find(|r| r.name == largest)?, runs.iter().find(|r| r.name == base)?);
+    let bound = peak(b) + l.table_bytes;
+    Some(RssBound {
+        peak_rss_bytes: peak(l),
+        resident_smallest_peak_rss_bytes: peak(b),
+        touched_record_bytes: l.table_bytes,
+        bound_bytes: bound,
+        margin_bytes: bound as i64 - peak(l) as i64,
+    })
 }
 
 fn ratio(names: &[String], steps: &[Vec<f64>], of: &str, over: &str) -> Option<Ratio> {
@@ -314,7 +370,7 @@ fn main_inner() -> anyhow::Result<()> {
     if let Some(name) = &args.measure_one {
         let v = all.iter().find(|v| &v.name == name).ok_or_else(|| anyhow::anyhow!("--measure-one: no configuration {name:?}"))?;
         let data = load_data(&data_cfg)?;
-        let m = measure(v, &data, steps, c.quick, c.seed, &dir)?;
+        let m = measure(v, &data, steps, c.quick, c.seed, &dir, args.release_memory)?;
         println!("{}", serde_json::to_string(&m)?);
         return Ok(());
     }
@@ -324,20 +380,26 @@ fn main_inner() -> anyhow::Result<()> {
 
     // Memory: each configuration alone, in its own process, so its peak is its own.
     let exe = std::env::current_exe()?;
-    let mut memory = Vec::new();
-    for v in &all {
-        eprintln!("memory: {} ...", v.name);
+    let out_arg = dir.to_str().ok_or_else(|| anyhow::anyhow!("output path is not UTF-8"))?;
+    let measure_in_child = |v: &Variant, release: bool| -> anyhow::Result<Memory> {
         let mut cmd = Command::new(&exe);
-        cmd.args(["--measure-one", &v.name, "--out", dir.to_str().ok_or_else(|| anyhow::anyhow!("output path is not UTF-8"))?, "--reps", &reps.to_string(), "--max-log2", &args.max_log2.to_string(), "--seed", &c.seed.to_string(), "--no-progress"]);
+        cmd.args(["--measure-one", &v.name, "--out", out_arg, "--reps", &reps.to_string(), "--max-log2", &args.max_log2.to_string(), "--seed", &c.seed.to_string(), "--no-progress"]);
         if c.quick {
             cmd.arg("--quick");
         }
+        if release {
+            cmd.arg("--release-memory");
+        }
         let out = cmd.output()?;
         anyhow::ensure!(out.status.success(), "measuring {}: {}", v.name, String::from_utf8_lossy(&out.stderr).trim());
-        let m: Memory = serde_json::from_slice(&out.stdout)?;
         // The table files are not needed after measuring; a 2^30-row run leaves tens of MB.
         let _ = std::fs::remove_dir_all(dir.join(format!("memory-{}", v.name)).join(TABLE_DIR));
-        memory.push(m);
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let mut memory = Vec::new();
+    for v in &all {
+        eprintln!("memory: {} ...", v.name);
+        memory.push(Measured { as_run: measure_in_child(v, false)?, released: measure_in_child(v, true)? });
     }
 
     // Time: the warm configurations interleaved, then the cold-read group.
@@ -371,10 +433,11 @@ fn main_inner() -> anyhow::Result<()> {
             evict: v.evict,
             step_seconds: median(s),
             step_seconds_iqr: iqr(s),
-            peak_rss_bytes: m.peak_rss_bytes,
-            disk_bytes: m.disk_bytes,
-            rows_touched: m.rows_touched,
-            table_bytes: m.table_bytes,
+            peak_rss_bytes: m.as_run.peak_rss_bytes,
+            peak_rss_released_bytes: m.released.peak_rss_bytes,
+            disk_bytes: m.as_run.disk_bytes,
+            rows_touched: m.as_run.rows_touched,
+            table_bytes: m.as_run.table_bytes,
             bytes_per_parameter: v.layout().bytes_per_parameter(),
         })
         .collect();
@@ -391,6 +454,8 @@ fn main_inner() -> anyhow::Result<()> {
         no_prefetch_over_prefetch: ratio(&names, &steps_of, &format!("no-prefetch-{largest}"), &largest),
         cold_over_warm: ratio(&names, &steps_of, &format!("cold-{largest}"), &format!("warm-{largest}")),
         cold_no_prefetch_over_warm: ratio(&names, &steps_of, &format!("cold-no-prefetch-{largest}"), &format!("warm-{largest}")),
+        rss_bound_as_run: rss_bound(&runs, &largest, &base, |r| r.peak_rss_bytes),
+        rss_bound_released: rss_bound(&runs, &largest, &base, |r| r.peak_rss_released_bytes),
         runs,
         loss,
         cpu_steal_percent,
@@ -444,6 +509,7 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
         annotations: s.file_largest_over_resident_smallest.iter().map(|r| format!("{} / {}: {:.3}", r.of, r.over, r.ratio)).collect(),
     };
     let rss = |r: &RunFigures| mib(r.peak_rss_bytes);
+    let released = |r: &RunFigures| mib(r.peak_rss_released_bytes);
     let disk = |r: &RunFigures| mib(r.disk_bytes.max(1));
     let bottom = Chart {
         title: "Peak resident memory and disk vs table rows".into(),
@@ -455,8 +521,10 @@ fn plot(dir: &Path, s: &Summary) -> anyhow::Result<Vec<String>> {
         series: vec![
             Series { label: "peak RSS, resident".into(), points: curve(TableStore::Resident, &rss), y_err: None, style: Style::LinePoints },
             Series { label: "peak RSS, file-backed".into(), points: curve(TableStore::File, &rss), y_err: None, style: Style::LinePoints },
+            Series { label: "same, free memory released each step: resident".into(), points: curve(TableStore::Resident, &released), y_err: None, style: Style::LinePoints },
+            Series { label: "same: file-backed".into(), points: curve(TableStore::File, &released), y_err: None, style: Style::LinePoints },
             Series { label: "disk, file-backed".into(), points: curve(TableStore::File, &disk), y_err: None, style: Style::LinePoints },
-            Series { label: "peak RSS, file row-wise bf16".into(), points: point("file-row-wise-bf16", &rss), y_err: None, style: Style::Points },
+            Series { label: "peak RSS (released), file row-wise bf16".into(), points: point("file-row-wise-bf16", &released), y_err: None, style: Style::Points },
         ],
         bands: vec![],
         annotations: vec![],
@@ -475,6 +543,7 @@ fn report(s: &Summary) {
                 format!("2^{}", r.rows_per_layer.trailing_zeros()),
                 format!("{:.1}", r.step_seconds * 1e3),
                 mib(r.peak_rss_bytes),
+                mib(r.peak_rss_released_bytes),
                 mib(r.table_bytes),
                 mib(r.disk_bytes),
                 format!("{:.2}", r.bytes_per_parameter),
@@ -482,7 +551,7 @@ fn report(s: &Summary) {
         })
         .collect();
     println!("{} timed steps per configuration ({} tokens each), interleaved (medians)", s.timed_steps, s.tokens_per_step);
-    println!("{}", render(&["configuration", "rows/layer", "step ms", "peak RSS MiB", "records MiB", "disk MiB", "B/param"], &rows));
+    println!("{}", render(&["configuration", "rows/layer", "step ms", "peak RSS MiB", "released MiB", "records MiB", "disk MiB", "B/param"], &rows));
     for (what, r) in [
         ("A/A control", &s.aa_ratio),
         ("largest file-backed / resident 2^14", &s.file_largest_over_resident_smallest),
@@ -493,6 +562,20 @@ fn report(s: &Summary) {
         if let Some(r) = r {
             let spread = r.step_by_step_iqr.map(|[lo, hi]| format!(" (step-by-step IQR {lo:.3}–{hi:.3})")).unwrap_or_default();
             println!("{what}: {:.3}{spread}", r.ratio);
+        }
+    }
+    let mb = |b: u64| b as f64 / 1e6;
+    for (what, b) in [("as run", &s.rss_bound_as_run), ("free memory released after every step", &s.rss_bound_released)] {
+        if let Some(b) = b {
+            let verdict = if b.margin_bytes >= 0 { "met" } else { "missed" };
+            println!(
+                "peak RSS bound, {what}: largest file-backed {:.1} MB vs resident 2^14 {:.1} MB + touched records {:.1} MB = {:.1} MB: {verdict} by {:.1} MB",
+                mb(b.peak_rss_bytes),
+                mb(b.resident_smallest_peak_rss_bytes),
+                mb(b.touched_record_bytes),
+                mb(b.bound_bytes),
+                b.margin_bytes.unsigned_abs() as f64 / 1e6
+            );
         }
     }
     if let Some(p) = s.cpu_steal_percent {
@@ -516,5 +599,9 @@ fn report(s: &Summary) {
 
 fn main() -> std::process::ExitCode {
     engram::runtime::tune_allocator();
+    // A measurement of the memory a run uses (see the module docs): one heap for all threads.
+    if std::env::args().any(|a| a == "--release-memory") {
+        engram::runtime::use_one_arena();
+    }
     exit_with(main_inner())
 }

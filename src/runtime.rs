@@ -32,3 +32,27 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TOP_PAD, 256 * 1024 * 1024);
     }
 }
+
+/// Return the allocator's free memory to the kernel now (glibc's `malloc_trim(0)`: the heap
+/// tops and the free pages inside every arena; a no-op elsewhere), undoing what
+/// [`tune_allocator`] keeps for speed. For measuring the memory a run uses rather than what
+/// the allocator holds; it costs time (page faults on the next allocations).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Make every thread allocate from one heap (glibc's `M_ARENA_MAX` = 1; a no-op elsewhere), so
+/// that which thread allocates what, and when, does not move the peak resident set: for
+/// measuring memory (threads then share the allocator's lock). Call it at the start of `main`,
+/// before other threads exist.
+pub fn use_one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}

@@ -215,6 +215,9 @@ pub fn run(cfg: &ExperimentConfig, data: &PreparedData, device: &Device, out_dir
             spare_batch = std::mem::take(&mut batch);
         }
         let dt = t0.elapsed().as_secs_f64();
+        if opts.release_memory {
+            crate::runtime::release_free_memory();
+        }
         step_times.push(dt);
         train_seconds += dt;
         loss_sum += loss_value as f64;

@@ -51,6 +51,10 @@ const JOURNAL_MAGIC: &[u8; 8] = b"ENGRAMJL";
 /// Bytes of the journal header: magic, epoch u64.
 const JOURNAL_HEADER_BYTES: u64 = 16;
 
+/// New records are written this many at a time (about 50 KB at 196-byte records), so the
+/// buffer stays small however many rows a batch creates.
+const WRITE_CHUNK_RECORDS: usize = 256;
+
 type Index = std::collections::HashMap<u32, u32, ahash::RandomState>;
 
 fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> TableError + 'p {
@@ -185,11 +189,14 @@ impl Slab {
     }
 
     /// Give every row of `rows` that has no slot yet the next free one, with its initial
-    /// record (one write for all of them).
+    /// record (written in chunks of [`WRITE_CHUNK_RECORDS`], one write each). On an error the
+    /// slots this call handed out are forgotten: the table is as before the call (records
+    /// already written past the last slot are overwritten when those slots are handed out again).
     pub(crate) fn materialise(&mut self, rows: &[u32], init: &Init) -> Result<(), TableError> {
         let rw = self.layout.record_words();
         self.fresh.clear();
         let first = self.slots;
+        let mut unwritten = first;
         for &r in rows {
             if let std::collections::hash_map::Entry::Vacant(e) = self.index.entry(r) {
                 e.insert(self.slots as u32);
@@ -197,14 +204,25 @@ impl Slab {
                 let at = self.fresh.len();
                 self.fresh.resize(at + rw, 0);
                 self.layout.init_record(r, init, &mut self.fresh[at..]);
+                if self.slots - unwritten == WRITE_CHUNK_RECORDS {
+                    self.write_fresh(unwritten, first)?;
+                    unwritten = self.slots;
+                }
             }
         }
-        if self.fresh.is_empty() {
-            return Ok(());
+        if self.slots > unwritten {
+            self.write_fresh(unwritten, first)?;
         }
-        let offset = SLAB_HEADER_BYTES + (first * self.layout.record_bytes()) as u64;
-        if let Err(e) = self.file.write_all_at(bytemuck::cast_slice(&self.fresh), offset) {
-            // Forget the slots this call handed out: the table is as before the call.
+        Ok(())
+    }
+
+    /// Write the records in `self.fresh` from slot `at`; on an error, forget the slots from
+    /// `first` on.
+    fn write_fresh(&mut self, at: usize, first: usize) -> Result<(), TableError> {
+        let offset = SLAB_HEADER_BYTES + (at * self.layout.record_bytes()) as u64;
+        let written = self.file.write_all_at(bytemuck::cast_slice(&self.fresh), offset);
+        self.fresh.clear();
+        if let Err(e) = written {
             self.index.retain(|_, s| (*s as usize) < first);
             self.slots = first;
             return Err(io("extend", &self.path)(e));

@@ -110,7 +110,7 @@ impl DataStats {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { progress: false, eval_memory_off: false, checkpoints: false, resume: false, turns: None, sequential: false, prefetch_tables: true, evict_tables: false }
+        Self { progress: false, eval_memory_off: false, checkpoints: false, resume: false, turns: None, sequential: false, prefetch_tables: true, evict_tables: false, release_memory: false }
     }
 }
 
@@ -141,4 +141,8 @@ pub struct RunOptions {
     /// Drop the file-backed tables' pages from memory before every step (a benchmark of cold
     /// reads; the eviction itself is not in the step time).
     pub evict_tables: bool,
+    /// Return the allocator's free memory to the kernel after every step
+    /// ([`crate::runtime::release_free_memory`]; not in the step time), so that the process's
+    /// peak resident set measures the memory the run uses, not what the allocator keeps.
+    pub release_memory: bool,
 }
