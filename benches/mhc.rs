@@ -12,7 +12,8 @@
 //! Every piece is timed `ROUNDS` times, the pieces interleaved, medians reported; the first
 //! piece is timed twice (A and A′) so that the A/A ratio shows the run's noise.
 //!
-//! `cargo bench --bench mhc`
+//! `cargo test --bench mhc` (the `dev` profile that `cargo run` uses; `cargo bench` builds
+//! another profile)
 
 use std::time::Instant;
 
