@@ -145,6 +145,18 @@ pub struct EngramTable {
     /// Slots of the rows being updated and gathered (file-backed store), reused.
     uslots: Vec<u32>,
     nslots: Vec<u32>,
+    /// The rows whose slots `uslots` and `nslots` hold, and the slab generation they were
+    /// looked up under.
+    readied: Readied,
+}
+
+/// Which rows [`EngramTable::ready_slots`] last readied: a prefetch readies the rows the step's
+/// update then asks for, which need no second materialisation or lookup.
+#[derive(Default)]
+struct Readied {
+    generation: Option<u64>,
+    uniq: Vec<u32>,
+    next: Vec<u32>,
 }
 
 impl std::fmt::Debug for EngramTable {
@@ -186,7 +198,7 @@ impl EngramTable {
                 }
             });
         }
-        Self { rows, layout, init, store: Store::Resident(words), step: 0, uslots: Vec::new(), nslots: Vec::new() }
+        Self { rows, layout, init, store: Store::Resident(words), step: 0, uslots: Vec::new(), nslots: Vec::new(), readied: Readied::default() }
     }
 
     /// A file-backed table at `path` ([`slab`]): `fresh` creates the file (replacing one that
@@ -194,7 +206,7 @@ impl EngramTable {
     /// if its header names another table. No row costs memory or disk until it is touched.
     pub fn open_file(path: &std::path::Path, rows: usize, layout: RowLayout, init: Init, fresh: bool) -> Result<Self, TableError> {
         let slab = slab::Slab::open(path, rows, layout, &init, fresh)?;
-        Ok(Self { rows, layout, init, store: Store::File(Box::new(slab)), step: 0, uslots: Vec::new(), nslots: Vec::new() })
+        Ok(Self { rows, layout, init, store: Store::File(Box::new(slab)), step: 0, uslots: Vec::new(), nslots: Vec::new(), readied: Readied::default() })
     }
 
     /// Number of rows.
@@ -346,15 +358,27 @@ impl EngramTable {
     }
 
     /// Give the rows `uniq` records (file-backed: materialise and journal them) and put their
-    /// slots in `self.uslots`; `next`'s into `self.nslots` (materialised too).
+    /// slots in `self.uslots`; `next`'s into `self.nslots` (materialised too). When the same
+    /// rows were readied last (the step's update after its prefetch) and no slot was forgotten
+    /// since, the slots are already there; only the journal is brought up to date (a checkpoint
+    /// may have started a new epoch in between).
     fn ready_slots(&mut self, uniq: &[u32], next: &[u32]) -> Result<(), TableError> {
         let Store::File(s) = &mut self.store else { return Ok(()) };
-        s.materialise(uniq, &self.init)?;
-        s.materialise(next, &self.init)?;
-        self.uslots.clear();
-        self.uslots.extend(uniq.iter().map(|&r| s.slot(r).expect("materialised above")));
-        self.nslots.clear();
-        self.nslots.extend(next.iter().map(|&r| s.slot(r).expect("materialised above")));
+        let r = &mut self.readied;
+        if r.generation != Some(s.generation()) || r.uniq != uniq || r.next != next {
+            r.generation = None;
+            s.materialise(uniq, &self.init)?;
+            s.materialise(next, &self.init)?;
+            self.uslots.clear();
+            self.uslots.extend(uniq.iter().map(|&r| s.slot(r).expect("materialised above")));
+            self.nslots.clear();
+            self.nslots.extend(next.iter().map(|&r| s.slot(r).expect("materialised above")));
+            r.uniq.clear();
+            r.uniq.extend_from_slice(uniq);
+            r.next.clear();
+            r.next.extend_from_slice(next);
+            r.generation = Some(s.generation());
+        }
         s.journal(&self.uslots)
     }
 

@@ -79,6 +79,9 @@ pub(crate) struct Slab {
     /// Reused buffers: new records, pre-images.
     fresh: Vec<u32>,
     undo: Vec<u8>,
+    /// Bumped whenever slots are forgotten (a restore, a failed write's rollback): a slot
+    /// looked up under another generation may no longer hold its row.
+    generation: u64,
 }
 
 struct Journal {
@@ -166,6 +169,7 @@ impl Slab {
             journal,
             fresh: Vec::new(),
             undo: Vec::new(),
+            generation: 0,
         })
     }
 
@@ -186,6 +190,12 @@ impl Slab {
 
     pub(crate) fn slot(&self, row: u32) -> Option<u32> {
         self.index.get(&row).copied()
+    }
+
+    /// Changes whenever slots are forgotten: slots looked up under the same generation still
+    /// hold their rows.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Give every row of `rows` that has no slot yet the next free one, with its initial
@@ -225,6 +235,7 @@ impl Slab {
         if let Err(e) = written {
             self.index.retain(|_, s| (*s as usize) < first);
             self.slots = first;
+            self.generation += 1;
             return Err(io("extend", &self.path)(e));
         }
         Ok(())
@@ -346,6 +357,7 @@ impl Slab {
         self.file.set_len(need).map_err(io("truncate", &self.path))?;
         self.file.sync_data().map_err(io("sync", &self.path))?;
         // Rebuild the index from the slots' row ids.
+        self.generation += 1;
         self.index.clear();
         self.index.reserve(slots);
         let rw = self.layout.record_words();

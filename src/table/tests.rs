@@ -324,6 +324,70 @@ fn a_file_backed_table_returns_to_its_checkpoint_from_the_journal() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Step `s` of [`train_steps`], after prefetching its rows when `prefetch`.
+fn train_step(t: &mut EngramTable, s: u64, prefetch: bool) {
+    let rows = t.rows() as u32;
+    let (uniq, next) = (some_rows(rows, 3, s), some_rows(rows, 3, s + 1000));
+    if prefetch {
+        t.prefetch(&uniq, &next).unwrap();
+    }
+    let g = grads_for(&uniq, t.dim(), s as f32);
+    let mut out = Vec::new();
+    for block in t.update_then_gather(&uniq, &g, 1e-2, &TableAdam::default(), &next, &mut out, 64).unwrap() {
+        block.run();
+    }
+}
+
+#[test]
+fn a_step_its_prefetch_readied_trains_and_journals_like_one_without() {
+    let dir = scratch_dir("readied");
+    let layout = RowLayout { dim: 4, optimizer: TableOptimizer::Adam, weights: WeightFormat::F32 };
+    let init = Init { seed: 5, std: 0.1 };
+    let (pp, qp) = (dir.join("p.slab"), dir.join("q.slab"));
+    let mut p = EngramTable::open_file(&pp, 5_000, layout, init, true).unwrap();
+    let mut q = EngramTable::open_file(&qp, 5_000, layout, init, true).unwrap();
+    let mut resident = EngramTable::with_layout(5_000, layout, init);
+    for s in 0..3 {
+        train_step(&mut p, s, true);
+        train_step(&mut q, s, false);
+        train_step(&mut resident, s, false);
+    }
+    // A checkpoint between step 3's prefetch and its update: the update must journal the
+    // pre-images of its rows in the new epoch although their slots were readied in the old one.
+    let rows = some_rows(5_000, 3, 3);
+    p.prefetch(&rows, &some_rows(5_000, 3, 1003)).unwrap();
+    let cp = p.file_checkpoint().unwrap().unwrap();
+    p.checkpoint_written().unwrap();
+    let cq = q.file_checkpoint().unwrap().unwrap();
+    q.checkpoint_written().unwrap();
+    let (at, step_at) = (q.snapshot(), q.step());
+    for s in 3..6 {
+        train_step(&mut p, s, true);
+        train_step(&mut q, s, false);
+        train_step(&mut resident, s, false);
+    }
+    assert_eq!(p.snapshot(), resident.snapshot());
+    assert_eq!(q.snapshot(), resident.snapshot());
+    drop((p, q));
+    let mut p = EngramTable::open_file(&pp, 5_000, layout, init, false).unwrap();
+    p.restore_file(step_at, cp.0, cp.1).unwrap();
+    assert_eq!((p.snapshot(), p.step()), (at.clone(), step_at), "the journal restores the checkpoint");
+
+    // A restore between a prefetch and its update forgets the slots the prefetch created:
+    // the update looks its rows up again (it would write past the file's end otherwise).
+    p.prefetch(&some_rows(5_000, 3, 7), &some_rows(5_000, 3, 1007)).unwrap();
+    assert!(p.materialised_rows() > cp.0 as usize);
+    p.restore_file(step_at, cp.0, cp.1).unwrap();
+    let mut q = EngramTable::open_file(&qp, 5_000, layout, init, false).unwrap();
+    q.restore_file(step_at, cq.0, cq.1).unwrap();
+    for s in 7..9 {
+        train_step(&mut p, s, false);
+        train_step(&mut q, s, false);
+    }
+    assert_eq!(p.snapshot(), q.snapshot());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn load_weights_sets_rows_and_clears_their_state() {
     let mut t = EngramTable::new(100, 4, 0.5, 3);
