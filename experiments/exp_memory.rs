@@ -32,7 +32,7 @@
 //!
 //! The memory bound compares the largest file-backed table's peak with the resident 2^14 peak
 //! plus what the touched rows cost: their records, and their entries in the file-backed
-//! store's row → slot index, which a resident table does not have ([`index_bytes`]: the
+//! store's row → slot index, which a resident table does not have ([`file_index_bytes`]: the
 //! hash table's allocation for that many entries, computed from its layout, not measured).
 //! The index's transient while it grows (old and new table side by side for one rehash) is
 //! not counted.
@@ -67,7 +67,7 @@ use engram::model::ModelConfig;
 use engram::report::table::render;
 use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::run_dir::write_json;
-use engram::table::{RowLayout, TableOptimizer, TableStore, WeightFormat};
+use engram::table::{file_index_bytes, RowLayout, TableOptimizer, TableStore, WeightFormat};
 use engram::train::{run, RunOptions, TABLE_DIR};
 
 #[derive(Parser)]
@@ -308,13 +308,13 @@ struct Summary {
 
 /// Peak RSS of the largest file-backed table against the resident 2^14 figure plus the bytes
 /// of the rows the large table touched: their records, and their entries in the file-backed
-/// store's row → slot index (a resident table has none; [`index_bytes`]).
+/// store's row → slot index (a resident table has none; [`file_index_bytes`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RssBound {
     peak_rss_bytes: u64,
     resident_smallest_peak_rss_bytes: u64,
     touched_record_bytes: u64,
-    /// The index's allocation for the touched rows ([`index_bytes`]).
+    /// The index's allocation for the touched rows ([`file_index_bytes`]).
     touched_index_bytes: u64,
     /// resident_smallest_peak_rss_bytes + touched_record_bytes + touched_index_bytes.
     bound_bytes: u64,
@@ -324,7 +324,7 @@ struct RssBound {
 
 fn rss_bound(runs: &[RunFigures], largest: &str, base: &str, peak: impl Fn(&RunFigures) -> u64) -> Option<RssBound> {
     let (l, b) = (runs.iter().find(|r| r.name == largest)?, runs.iter().find(|r| r.name == base)?);
-    let index = index_bytes(l.rows_touched);
+    let index = file_index_bytes(l.rows_touched);
     let bound = peak(b) + l.table_bytes + index;
     Some(RssBound {
         peak_rss_bytes: peak(l),
@@ -334,19 +334,6 @@ fn rss_bound(runs: &[RunFigures], largest: &str, base: &str, peak: impl Fn(&RunF
         bound_bytes: bound,
         margin_bytes: bound as i64 - peak(l) as i64,
     })
-}
-
-/// Bytes the file-backed store's row → slot index (`std::collections::HashMap<u32, u32>`, a
-/// SwissTable) allocates for `rows` entries: `buckets · (8 + 1) + 16` with
-/// `buckets = next_power_of_two(⌈8·rows / 7⌉)` (its load factor 7/8, one control byte per
-/// bucket and a group of 16 trailing ones), as the standard library's table grows when
-/// inserted into one row at a time.
-fn index_bytes(rows: u64) -> u64 {
-    if rows == 0 {
-        return 0;
-    }
-    let buckets = if rows < 8 { (rows + 1).next_power_of_two().max(4) } else { (rows * 8).div_ceil(7).next_power_of_two() };
-    buckets * 9 + 16
 }
 
 fn ratio(names: &[String], steps: &[Vec<f64>], of: &str, over: &str) -> Option<Ratio> {

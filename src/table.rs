@@ -120,6 +120,12 @@ impl Default for TableAdam {
     }
 }
 
+/// Bytes of memory the file-backed store's row → slot index takes for `rows` touched rows (a
+/// resident table has no index): the hash table's allocation, computed from its layout.
+pub fn file_index_bytes(rows: u64) -> u64 {
+    slab::index_bytes(rows)
+}
+
 /// Where a table's rows live.
 enum Store {
     /// Every row's record in memory, at its row's position, materialised at construction.

@@ -57,6 +57,19 @@ const WRITE_CHUNK_RECORDS: usize = 256;
 
 type Index = std::collections::HashMap<u32, u32, ahash::RandomState>;
 
+/// Bytes the row → slot index ([`Index`], the standard library's SwissTable) allocates after
+/// `rows` entries were inserted one at a time: `buckets · (4 + 4 + 1) + 16` (key, value and a
+/// control byte per bucket, and a trailing group of 16 control bytes) with
+/// `buckets = next_power_of_two(⌈8·rows / 7⌉)` (its load factor 7/8; 4 or 8 buckets below 8
+/// entries). A model of the table's layout, checked against its capacity in the tests.
+pub(crate) fn index_bytes(rows: u64) -> u64 {
+    if rows == 0 {
+        return 0;
+    }
+    let buckets = if rows < 8 { (rows + 1).next_power_of_two().max(4) } else { (rows * 8).div_ceil(7).next_power_of_two() };
+    buckets * (std::mem::size_of::<(u32, u32)>() as u64 + 1) + 16
+}
+
 fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> TableError + 'p {
     move |source| TableError::Io(crate::run_dir::IoError { action, path: path.to_path_buf(), source })
 }

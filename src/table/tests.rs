@@ -437,3 +437,20 @@ fn load_weights_refuses_values_a_bf16_table_cannot_hold() {
     let e = t.load_weights(4, &[1.0, 1.0 + 1.0 / 1024.0, 0.0]).unwrap_err();
     assert_eq!(e, TableError::NotBf16 { row: 4, element: 1, value: 1.0 + 1.0 / 1024.0 });
 }
+
+#[test]
+fn the_index_size_model_matches_the_hash_tables_capacity() {
+    // The standard library's table holds `buckets · 7 / 8` entries (`buckets − 1` below 8
+    // buckets) before it grows; `index_bytes` must count the buckets it then has.
+    let mut index = std::collections::HashMap::<u32, u32, ahash::RandomState>::default();
+    let per_bucket = std::mem::size_of::<(u32, u32)>() as u64 + 1;
+    for rows in 1..=100_000u32 {
+        index.insert(rows * 7919, rows);
+        if rows.is_power_of_two() || rows % 9_973 == 0 || rows < 40 {
+            let cap = index.capacity() as u64;
+            let buckets = if cap < 8 { cap + 1 } else { cap * 8 / 7 };
+            assert_eq!(slab::index_bytes(rows as u64), buckets * per_bucket + 16, "{rows} rows: capacity {cap}");
+        }
+    }
+    assert_eq!(slab::index_bytes(0), 0);
+}
