@@ -110,7 +110,7 @@ pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
         let n = e.layer_ids.len() as u64;
         engram_dense = n * per_layer;
         params += engram_dense;
-        let gate = if e.gate { m } else { 0 };
+        let gate = if e.context_gate() { m } else { 0 };
         let conv = if e.short_conv { 2 * k * m * d } else { 0 };
         flops += n * (2 * dm * d * (1 + gate) + conv);
         params_table = table_rows.iter().sum::<u64>() * e.d_head as u64;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use engram::data::{DataConfig, PreparedData};
-use engram::engram::EngramConfig;
+use engram::engram::{EngramConfig, EngramControl};
 use engram::model::ModelConfig;
 use engram::table::UpdateMode;
 use engram::checkpoint;
@@ -136,4 +136,30 @@ fn exp_engram_quick_writes_every_promised_file() {
     let replot = Command::new(env!("CARGO_BIN_EXE_exp_engram")).args(["--quick", "--plot-only", "--out"]).arg(&dir).output().unwrap();
     assert!(replot.status.success(), "{}", String::from_utf8_lossy(&replot.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_frozen_table_control_never_changes_a_row() {
+    // A frozen table after 40 steps holds the records of a frozen table after 2 (its initial
+    // ones: weights and optimiser state) and never stepped, while the layer around it trains;
+    // the same run unfrozen moves its table.
+    let data = PreparedData::prepare(&small_config(true).data).unwrap();
+    let mut tables = Vec::new();
+    for (control, steps) in [(EngramControl::FrozenTable, 40), (EngramControl::FrozenTable, 2), (EngramControl::None, 40)] {
+        let mut cfg = small_config(true);
+        cfg.train.steps = steps;
+        cfg.train.checkpoint_every = 0;
+        cfg.model.engram.as_mut().unwrap().control = control;
+        let dir = temp_dir(&format!("frozen-{control:?}-{steps}"));
+        let r = run(&cfg, &data, &Device::flex(), &dir, &RunOptions { checkpoints: true, ..RunOptions::default() }).unwrap();
+        assert!(r.val_loss.is_finite());
+        let ck = checkpoint::read(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        tables.push((ck.tables[0].step, ck.tables[0].saved.clone(), r.curve.last().unwrap().train_loss));
+    }
+    assert_eq!((tables[0].0, tables[1].0), (0, 0), "a frozen table never steps");
+    assert!(tables[0].1 == tables[1].1, "a frozen table's records changed in training");
+    assert_eq!(tables[2].0, 40);
+    assert!(tables[2].1 != tables[0].1, "the unfrozen table did not move");
+    assert!(tables[0].2 < 6.0, "the frozen run still trains: last loss {}", tables[0].2);
 }

@@ -128,7 +128,8 @@ impl Batcher {
 
 /// Apply a control to one layer's hashed rows (`[B][T][H]`), writing into `out`.
 ///
-/// * [`EngramControl::None`]: a copy.
+/// * [`EngramControl::None`] and the controls that keep the hash (frozen table, constant or
+///   scalar gate): a copy.
 /// * [`EngramControl::ShuffledHash`]: sequence `b` takes the rows of sequence `(b + 1) mod B`
 ///   (a fixed derangement for B ≥ 2), so the multiset of rows in the batch is unchanged.
 /// * [`EngramControl::SizeOneTable`]: head `h` always reads row `h` (one row per head).
@@ -136,7 +137,7 @@ pub fn apply_control(control: EngramControl, rows: &[u32], batch: usize, seq_len
     let per_seq = seq_len * heads;
     out.clear();
     match control {
-        EngramControl::None => out.extend_from_slice(rows),
+        EngramControl::None | EngramControl::FrozenTable | EngramControl::ConstantGate | EngramControl::ScalarGate => out.extend_from_slice(rows),
         EngramControl::ShuffledHash => {
             for b in 0..batch {
                 let src = (b + 1) % batch;

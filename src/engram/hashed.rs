@@ -118,11 +118,14 @@ pub struct TableOptim {
     pub adam: TableAdam,
     /// Row-sparse (lazy) or dense updates.
     pub update: UpdateMode,
+    /// Never update the table (the [`EngramControl::FrozenTable`] control): it keeps its
+    /// initial values and its step counter.
+    pub frozen: bool,
 }
 
 impl Default for TableOptim {
     fn default() -> Self {
-        Self { lr_mult: TABLE_LR_MULT, adam: TableAdam::default(), update: UpdateMode::Sparse }
+        Self { lr_mult: TABLE_LR_MULT, adam: TableAdam::default(), update: UpdateMode::Sparse, frozen: false }
     }
 }
 
@@ -251,7 +254,7 @@ impl HashedEngramConfig {
         let hasher = NgramHasher::new(&e.hash_config(self.pad_id), u64::from(compression.compressed_vocab_size()), compress[self.pad_id as usize])?;
         let rows = hasher.layers()[0].total_rows as usize;
         let table = EngramTable::new(rows, self.d_head, self.table_init_std, self.table_seed);
-        let optim = TableOptim { lr_mult: self.table_lr_mult, adam: self.table_adam, update: self.update };
+        let optim = TableOptim { lr_mult: self.table_lr_mult, adam: self.table_adam, update: self.update, frozen: false };
         let host = EngramHost::new(Arc::new(hasher), 0, compress, table, optim)?;
         Ok(HashedEngram::new(e.layer_config(self.d_model).init(device), host))
     }
@@ -390,6 +393,9 @@ impl EngramHost {
     /// `[uniq.len(), d_head]` row-major, `uniq` ascending and distinct.
     pub fn step_rows(&mut self, uniq: &[u32], row_grads: &[f32], lr: f64) -> Result<(), EngramError> {
         let o = self.optim;
+        if o.frozen {
+            return Ok(());
+        }
         self.table.adam_step(uniq, row_grads, o.table_lr(lr), &o.adam, o.update)?;
         Ok(())
     }
@@ -399,9 +405,9 @@ impl EngramHost {
     /// ([`EngramTable::update_then_gather`]): what a loop that prepares the next batch while
     /// the backbone's optimiser runs needs. `next` is the next batch's [`EngramHost::hash`];
     /// its values are complete once every block has run. With [`UpdateMode::Dense`] the update
-    /// and the gather run here and no blocks are returned.
+    /// and the gather run here and no blocks are returned; a frozen table only gathers.
     pub fn step_then_gather<'a>(&'a mut self, uniq: &'a [u32], row_grads: &'a [f32], lr: f64, next: &'a mut HostLookup, block_rows: usize) -> Result<Vec<TableBlock<'a>>, EngramError> {
-        if self.optim.update == UpdateMode::Dense {
+        if self.optim.update == UpdateMode::Dense || self.optim.frozen {
             self.step_rows(uniq, row_grads, lr)?;
             self.gather(next)?;
             return Ok(Vec::new());

@@ -39,6 +39,41 @@ pub enum EngramControl {
     /// fixed derangement `b → (b + 1) mod B`): rows are touched with the same frequencies but
     /// carry no information about the current n-gram.
     ShuffledHash,
+    /// The table is never updated: it keeps its random initialisation (the layer's projections,
+    /// gate and conv still train).
+    FrozenTable,
+    /// The gate is the constant [`CONSTANT_GATE`] instead of the context-aware one.
+    ConstantGate,
+    /// The gate is one learned scalar per branch, `α = σ(s)` (`s` starts at 0), the same for
+    /// every token.
+    ScalarGate,
+}
+
+/// The gate of the [`EngramControl::ConstantGate`] control.
+pub const CONSTANT_GATE: f32 = 0.1;
+
+/// How a layer forms its gate α (when [`EngramLayerConfig::gate`] is on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateKind {
+    /// The paper's context-aware gate from the hidden state and the memory's key.
+    #[default]
+    Context,
+    /// The constant [`CONSTANT_GATE`].
+    Constant,
+    /// One learned scalar per branch, `α = σ(s)` ([`Engram::gate_scalar`]).
+    Scalar,
+}
+
+impl EngramControl {
+    /// The gate this control gives the layer.
+    pub fn gate_kind(self) -> GateKind {
+        match self {
+            Self::ConstantGate => GateKind::Constant,
+            Self::ScalarGate => GateKind::Scalar,
+            Self::None | Self::SizeOneTable | Self::ShuffledHash | Self::FrozenTable => GateKind::Context,
+        }
+    }
 }
 
 /// Everything that defines Engram in a model: placement, hash, table and layer options.
@@ -150,8 +185,14 @@ impl EngramConfig {
             kernel_size: self.kernel_size,
             dilation: self.max_ngram_size,
             gate: self.gate,
+            gate_kind: self.control.gate_kind(),
             short_conv: self.short_conv,
         }
+    }
+
+    /// Whether the layer computes the context-aware gate (and its key projections).
+    pub fn context_gate(&self) -> bool {
+        self.gate && self.control.gate_kind() == GateKind::Context
     }
 
     /// Check every field; the error names the field, its value and what is allowed.
@@ -197,6 +238,9 @@ impl EngramConfig {
         if self.kernel_size < 1 {
             return Err(E::new("engram.kernel_size", self.kernel_size, ">= 1"));
         }
+        if !self.gate && self.control.gate_kind() != GateKind::Context {
+            return Err(E::new("engram.gate", false, format!("true with the {:?} control (it replaces the gate)", self.control)));
+        }
         if !(self.table_lr_mult.is_finite() && self.table_lr_mult > 0.0) {
             return Err(E::new("engram.table_lr_mult", self.table_lr_mult, "a finite number > 0"));
         }
@@ -240,6 +284,9 @@ pub struct EngramLayerConfig {
     pub dilation: usize,
     /// Use the gate.
     pub gate: bool,
+    /// Which gate, when `gate` is on (the controls replace the context-aware one).
+    #[serde(default)]
+    pub gate_kind: GateKind,
     /// Use the short conv.
     pub short_conv: bool,
 }
@@ -247,7 +294,7 @@ pub struct EngramLayerConfig {
 impl EngramLayerConfig {
     /// A layer with the reference options (gate and conv on, kernel 4).
     pub fn new(d_model: usize, d_mem: usize, max_ngram_size: usize) -> Self {
-        Self { d_model, d_mem, hc_mult: 1, kernel_size: SHORT_CONV_KERNEL, dilation: max_ngram_size, gate: true, short_conv: true }
+        Self { d_model, d_mem, hc_mult: 1, kernel_size: SHORT_CONV_KERNEL, dilation: max_ngram_size, gate: true, gate_kind: GateKind::Context, short_conv: true }
     }
 
     /// Set the number of residual branches.
@@ -270,8 +317,10 @@ impl EngramLayerConfig {
             norm_query: (0..self.hc_mult).map(|_| norm(GATE_NORM_EPS)).collect(),
             conv_norm: (0..self.hc_mult).map(|_| norm(SHORT_CONV_NORM_EPS)).collect(),
             conv_weight,
+            gate_scalar: (self.gate && self.gate_kind == GateKind::Scalar).then(|| Initializer::Zeros.init([self.hc_mult], device)),
             dilation: self.dilation,
             gate: self.gate,
+            gate_kind: self.gate_kind,
             short_conv: self.short_conv,
         }
     }
@@ -340,12 +389,18 @@ pub struct Engram {
     /// Depthwise conv weight `[M·D, kernel]` (PyTorch layout `[C, 1, k]` squeezed); tap `j`
     /// reads position `t − (kernel − 1 − j)·dilation`.
     pub conv_weight: Param<Tensor<2>>,
+    /// The [`GateKind::Scalar`] control's gate logits `s`, one per branch (`α = σ(s)`); `None`
+    /// for the other gates.
+    pub gate_scalar: Option<Param<Tensor<1>>>,
     /// Conv dilation (= N).
     #[module(skip)]
     pub dilation: usize,
     /// Whether the gate is applied.
     #[module(skip)]
     pub gate: bool,
+    /// Which gate (see [`GateKind`]).
+    #[module(skip)]
+    pub gate_kind: GateKind,
     /// Whether the short conv is applied.
     #[module(skip)]
     pub short_conv: bool,
@@ -370,7 +425,7 @@ impl Engram {
         let m = hidden.dims()[2];
         assert_eq!(m, self.keys.len(), "hidden has {m} branches, the layer was built for {}", self.keys.len());
         let biases = self.value.bias.is_some();
-        if fused && self.gate && self.short_conv && self.keys.iter().all(|k| k.bias.is_some() == biases) {
+        if fused && self.gate && self.gate_kind == GateKind::Context && self.short_conv && self.keys.iter().all(|k| k.bias.is_some() == biases) {
             let (v, k) = self.value_and_keys(memory); // [B, T, D], [B, T, M, D]
             let params = ops::GateConvParams {
                 dilation: self.dilation,
@@ -404,8 +459,13 @@ impl Engram {
                 gated.push(v.clone());
                 continue;
             }
-            let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
-            let alpha = self.gate_alpha(h_i, linear_tokens(key_proj, memory.clone()), i);
+            let alpha = match self.gate_kind {
+                GateKind::Context => {
+                    let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
+                    self.gate_alpha(h_i, linear_tokens(key_proj, memory.clone()), i)
+                }
+                _ => self.uniform_gate(i).reshape([1, 1, 1]),
+            };
             gated.push(v.clone() * alpha);
         }
         // [B, T, M, D]; one branch needs no copy.
@@ -425,6 +485,10 @@ impl Engram {
         if !self.gate {
             return Tensor::ones([b, t, m], &hidden.device());
         }
+        if self.gate_kind != GateKind::Context {
+            let alphas: Vec<Tensor<3>> = (0..m).map(|i| self.uniform_gate(i).reshape([1, 1, 1]).expand([b, t, 1])).collect();
+            return Tensor::cat(alphas, 2);
+        }
         let alphas: Vec<Tensor<3>> = (self.keys.iter().enumerate())
             .map(|(i, key_proj)| {
                 let h_i = hidden.clone().slice([0..b, 0..t, i..i + 1, 0..d]).reshape([b, t, d]);
@@ -439,6 +503,17 @@ impl Engram {
     ///
     /// # Shapes
     /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
+    /// Branch `i`'s gate under a [`GateKind`] that is the same for every token: `[1]`.
+    fn uniform_gate(&self, i: usize) -> Tensor<1> {
+        let device = self.conv_weight.val().device();
+        match (self.gate_kind, &self.gate_scalar) {
+            (GateKind::Scalar, Some(s)) => sigmoid(s.val().slice([i..i + 1])),
+            (GateKind::Scalar, None) => panic!("a scalar-gate layer without its gate parameter"),
+            (GateKind::Constant, _) => Tensor::from_data(TensorData::new(vec![CONSTANT_GATE], [1]), &device),
+            (GateKind::Context, _) => unreachable!("the context gate depends on the token"),
+        }
+    }
+
     fn gate_alpha(&self, hidden: Tensor<3>, key: Tensor<3>, i: usize) -> Tensor<3> {
         let d = hidden.dims()[2];
         let q = rms_norm_module(&self.norm_query[i], hidden);

@@ -117,7 +117,7 @@ pub fn import(file: &Path, out: &Path, device: &Device) -> Result<ImportSummary,
     cfg.validate().map_err(|e| key_err(file, "config", e.to_string()))?;
     if let Some(e) = &mut cfg.model.engram {
         if e.control != EngramControl::None {
-            return Err(key_err(file, "config", format!("model.engram.control is {:?}: an exported model uses the reference hash", e.control)));
+            return Err(key_err(file, "config", format!("model.engram.control is {:?}: an exported model uses the reference layer", e.control)));
         }
         // A file-backed table belongs to the new run directory, not to the exporting run's.
         e.table_dir = None;

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::error::TrainError;
 use crate::data::batcher::{Batcher, EngramHashing, HostBatch};
 use crate::data::PreparedData;
-use crate::engram::{EngramHost, HostLookup, Lookup, TableOptim};
+use crate::engram::{EngramControl, EngramHost, HostLookup, Lookup, TableOptim};
 use crate::hashing::{NgramHasher, Pcg64};
 use crate::model::{ModelConfig, Transformer};
 use crate::engram::EngramConfig;
@@ -98,7 +98,7 @@ pub const TABLE_DIR: &str = "tables";
 pub(crate) fn engram_hosts(model: &ModelConfig, hashing: Option<&EngramHashing>, seed: u64, run_dir: &Path, resume: bool) -> Result<Vec<EngramHost>, TrainError> {
     let (Some(e), Some(h)) = (&model.engram, hashing) else { return Ok(Vec::new()) };
     let (hasher, compress): (Arc<NgramHasher>, Arc<[u32]>) = (Arc::new(h.hasher.clone()), h.compress.clone().into());
-    let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update };
+    let optim = TableOptim { lr_mult: e.table_lr_mult, adam: e.table_adam, update: e.update, frozen: e.control == EngramControl::FrozenTable };
     let layout = RowLayout { dim: e.d_head, optimizer: e.table_optimizer, weights: e.table_weights };
     (h.table_rows().iter().enumerate())
         .map(|(i, &rows)| {

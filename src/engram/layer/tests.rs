@@ -211,6 +211,67 @@ fn gate_ablation_passes_the_value_through() {
 }
 
 #[test]
+fn the_constant_gate_control_scales_the_value_by_its_constant_for_every_token() {
+    let device = dev();
+    for m in [1, 3] {
+        let mut cfg = EngramLayerConfig::new(16, 24, 3).with_hc_mult(m);
+        cfg.gate_kind = GateKind::Constant;
+        cfg.short_conv = false;
+        let layer = seeded_layer(cfg.init(&device), 30);
+        assert!(layer.gate_scalar.is_none(), "no parameter for a constant");
+        for seed in [31, 33] {
+            let h = seeded::<4>([2, 5, m, 16], 0.0, 1.0, seed, &device);
+            let e = seeded::<3>([2, 5, 24], 0.0, 1.0, seed + 1, &device);
+            let alphas: Vec<f32> = layer.gate_values(h.clone(), e.clone()).into_data().try_to_vec().unwrap();
+            assert!(alphas.len() == 2 * 5 * m && alphas.iter().all(|&a| a == CONSTANT_GATE), "{alphas:?}");
+            // Y = 0.1 · (W_V e + b) on every branch, written out.
+            let v = e.clone().matmul(layer.value.weight.val().unsqueeze()) + layer.value.bias.as_ref().unwrap().val().unsqueeze();
+            let want = Tensor::stack::<4>(vec![v * CONSTANT_GATE as f64; m], 2);
+            assert!(max_abs_diff(layer.forward(h, e), want) < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn the_scalar_gate_control_is_one_learned_sigmoid_per_branch() {
+    let device = Device::flex().autodiff();
+    let m = 2;
+    let mut cfg = EngramLayerConfig::new(8, 12, 3).with_hc_mult(m);
+    cfg.gate_kind = GateKind::Scalar;
+    cfg.short_conv = false;
+    let mut layer = seeded_layer(cfg.init(&device), 40);
+    let logits = [0.7f32, -1.3];
+    layer.gate_scalar = Some(Param::from_tensor(Tensor::from_data(TensorData::new(logits.to_vec(), [m]), &device).require_grad()));
+    let h = seeded::<4>([2, 6, m, 8], 0.0, 1.0, 41, &device);
+    let e = seeded::<3>([2, 6, 12], 0.0, 1.0, 42, &device);
+    let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let alphas: Vec<f32> = layer.gate_values(h.clone(), e.clone()).into_data().try_to_vec().unwrap();
+    for (k, a) in alphas.iter().enumerate() {
+        assert!((a - sig(logits[k % m])).abs() < 1e-6, "token {} branch {}: {a}", k / m, k % m);
+    }
+    // d Σ Y / d s_i = σ'(s_i) · Σ (W_V e + b): the same value on every token of branch i.
+    let y = layer.forward(h, e.clone());
+    let g = y.sum().backward();
+    let grad: Vec<f32> = layer.gate_scalar.as_ref().unwrap().val().grad(&g).unwrap().into_data().try_to_vec().unwrap();
+    let v = e.matmul(layer.value.weight.val().unsqueeze()) + layer.value.bias.as_ref().unwrap().val().unsqueeze();
+    let v_sum = v.sum().into_scalar::<f32>();
+    for i in 0..m {
+        let want = sig(logits[i]) * (1.0 - sig(logits[i])) * v_sum;
+        assert!((grad[i] - want).abs() <= 1e-4 * want.abs().max(1.0), "branch {i}: {} vs {want}", grad[i]);
+    }
+}
+
+#[test]
+fn a_default_layer_has_no_scalar_gate_parameter() {
+    let layer = EngramLayerConfig::new(8, 12, 3).init(&dev());
+    assert!(layer.gate_scalar.is_none());
+    let mut cfg = EngramLayerConfig::new(8, 12, 3);
+    cfg.gate_kind = GateKind::Scalar;
+    let s: Vec<f32> = cfg.init(&dev()).gate_scalar.expect("a scalar gate").val().into_data().try_to_vec().unwrap();
+    assert_eq!(s, vec![0.0], "σ(0) = 0.5 at the start");
+}
+
+#[test]
 fn layer_is_causal_in_the_memory_with_a_nonzero_conv() {
     // With a random conv, changing the memory at position t changes no output before t.
     let device = dev();
