@@ -101,6 +101,11 @@ pub fn cost(model: &ModelConfig, seq_len: usize, table_rows: &[u64]) -> Cost {
             crate::model::MhcExit::Sum => m * d,
         };
     }
+    if let Some(bh) = &model.bigram_hash {
+        // One row added per token.
+        params += bh.rows as u64 * d;
+        flops += d;
+    }
     let mut engram_dense = 0;
     let mut params_table = 0;
     let mut gather = 0;

@@ -15,9 +15,12 @@ use crate::run_dir::write_atomic_with;
 use crate::train::{LoadError, LoadedRun};
 
 fn check_exportable(run: &LoadedRun) -> Result<(), InteropError> {
+    if run.cfg.model.bigram_hash.is_some() {
+        return Err(InteropError::Unsupported("the model has a BigramHash input table, which the format does not hold".into()));
+    }
     if let Some(e) = &run.cfg.model.engram {
         if e.control != EngramControl::None {
-            return Err(InteropError::Unsupported(format!("the run uses the {:?} control: its row ids are not the reference hash's", e.control)));
+            return Err(InteropError::Unsupported(format!("the run uses the {:?} control: its layer is not the reference's", e.control)));
         }
     }
     Ok(())

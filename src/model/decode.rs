@@ -30,6 +30,8 @@ pub struct DecodeState {
     /// Per block: keys (RoPE applied) and values `[B, H, len, d_head]`, and for an Engram block
     /// the short conv's last inputs `[B, (kernel − 1)·dilation, M·D]`.
     blocks: Vec<BlockCache>,
+    /// The last token seen `[B, 1]`, which the next one's BigramHash row depends on.
+    last: Tensor<2, Int>,
 }
 
 #[derive(Clone, Debug)]
@@ -153,7 +155,8 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]`, `1 ≤ T ≤ max_seq_len` → logits `[B, T, V]`
     pub fn prefill(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> (Tensor<3>, DecodeState) {
-        let t = tokens.dims()[1];
+        let [b, t] = tokens.dims();
+        let last = tokens.clone().slice([0..b, t - 1..t]);
         let mut x = self.enter(tokens);
         let mut mems = memories.iter();
         let mut blocks = Vec::with_capacity(self.blocks.len());
@@ -163,7 +166,7 @@ impl Transformer {
             x = y;
             blocks.push(cache);
         }
-        (linear_tokens(&self.head, self.exit(x)), DecodeState { len: t, blocks })
+        (linear_tokens(&self.head, self.exit(x)), DecodeState { len: t, blocks, last })
     }
 
     /// Logits of the next token `token` at position `state.len`, which then advances; `memories`
@@ -175,7 +178,7 @@ impl Transformer {
     pub fn decode_step(&self, token: Tensor<2, Int>, memories: &[Tensor<3>], state: &mut DecodeState) -> Tensor<3> {
         let pos = state.len;
         assert!(pos < self.rope.cos.dims()[0], "position {pos} is past the model's context ({})", self.rope.cos.dims()[0]);
-        let mut x = self.enter(token);
+        let mut x = self.enter_after(token.clone(), Some(std::mem::replace(&mut state.last, token)));
         let mut mems = memories.iter();
         for (block, cache) in self.blocks.iter().zip(&mut state.blocks) {
             let mem = block.engram.as_ref().map(|_| mems.next().expect("one memory per Engram block").clone());

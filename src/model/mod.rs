@@ -8,6 +8,7 @@
 //! ([`mhc`]), with one Engram gate per stream.
 
 pub mod attention;
+pub mod bigram;
 pub mod block;
 pub mod decode;
 pub mod mhc;
@@ -16,6 +17,7 @@ pub mod moe;
 pub mod transformer;
 
 pub use attention::{CausalSelfAttention, Rope};
+pub use bigram::BigramHashConfig;
 pub use block::Block;
 pub use decode::DecodeState;
 pub use mhc::{AmaxGain, HcHead, Mhc, MhcCoeffs, MhcConfig, MhcExit, StreamExit};

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::Rope;
+use super::bigram::{bigram_rows, BigramHashConfig};
 use super::block::{Block, NORM_EPS};
 use super::mhc::{expand_streams, AmaxGain, MhcConfig, StreamExit};
 use super::moe::MoeConfig;
@@ -50,6 +51,10 @@ pub struct ModelConfig {
     /// `hc_mult` must equal `mhc.streams`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mhc: Option<MhcConfig>,
+    /// Additive BigramHash at the input embedding ([`crate::model::bigram`], the critics'
+    /// control); `None` for none (the model of a config without this key, bit for bit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigram_hash: Option<BigramHashConfig>,
 }
 
 impl ModelConfig {
@@ -60,7 +65,7 @@ impl ModelConfig {
 
     /// A baseline of the given shape.
     pub fn new(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize, max_seq_len: usize) -> Self {
-        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None, moe: None, mhc: None }
+        Self { vocab_size, d_model, n_layers, n_heads, d_ff: Self::swiglu_width(d_model), max_seq_len, engram: None, moe: None, mhc: None, bigram_hash: None }
     }
 
     /// Preset `tiny`: D 64, 2 blocks, 4 heads (tests, `--quick`).
@@ -140,6 +145,9 @@ impl ModelConfig {
         if let Some(m) = &self.moe {
             m.validate()?;
         }
+        if let Some(bh) = &self.bigram_hash {
+            bh.validate(self.vocab_size)?;
+        }
         Ok(())
     }
 
@@ -170,6 +178,8 @@ impl ModelConfig {
                 .init(device),
             rope: Rope::new(self.max_seq_len, d / self.n_heads, ROPE_THETA, device),
             hc_exit: None,
+            // Zero-initialised: no draw from the RNG, the other weights are the baseline's.
+            bigram: self.bigram_hash.as_ref().map(|bh| bh.init(d, device)),
         };
         // mHC is drawn last, so that the backbone's weights are those of the same model
         // without it (for one seed).
@@ -200,6 +210,9 @@ pub struct Transformer {
     /// With mHC, the collapse of the streams before the final RMSNorm; `None` on one plain
     /// residual stream.
     pub hc_exit: Option<StreamExit>,
+    /// The BigramHash table `[rows, D]` added at the input ([`crate::model::bigram`]); `None`
+    /// without it.
+    pub bigram: Option<Embedding>,
 }
 
 impl Transformer {
@@ -297,7 +310,17 @@ impl Transformer {
     /// # Shapes
     /// - `tokens`: `[B, T]` → `[B, T, M, D]`
     pub fn enter(&self, tokens: Tensor<2, Int>) -> Tensor<4> {
-        let x = self.embed.forward(tokens); // [B, T, D]
+        self.enter_after(tokens, None)
+    }
+
+    /// [`Transformer::enter`] for tokens that continue sequences: `before` (`[B, 1]`) is the
+    /// token before each one's first (what the BigramHash reads there); `None` at their start.
+    pub fn enter_after(&self, tokens: Tensor<2, Int>, before: Option<Tensor<2, Int>>) -> Tensor<4> {
+        let mut x = self.embed.forward(tokens.clone()); // [B, T, D]
+        if let Some(bigram) = &self.bigram {
+            let rows = bigram.weight.dims()[0];
+            x = x + bigram.forward(bigram_rows(tokens, before, rows));
+        }
         match &self.hc_exit {
             Some(_) => expand_streams(x, self.streams()),
             None => x.unsqueeze_dim(2),

@@ -1,8 +1,10 @@
 //! Tests of the Transformer: shapes, causality, the baseline equivalences, mHC at init, the
-//! fused head loss.
+//! fused head loss, the BigramHash input table.
 
 use super::*;
 use crate::engram::EngramConfig;
+use crate::model::bigram::bigram_row;
+use crate::test_util::seeded_param;
 use burn::module::Param;
 use burn::tensor::{Distribution, TensorData};
 
@@ -427,4 +429,57 @@ fn the_fused_kernels_give_the_loss_and_every_gradient_of_burns_ops_on_four_mhc_s
     }
     // Every parameter of the model has a gradient (the mHC and Engram ones included).
     assert_eq!(compared, fused.1.len(), "parameters without a gradient");
+}
+
+fn bigram_ids(n: usize, vocab: u32, salt: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt.wrapping_mul(40_503)) >> 9) % vocab).collect()
+}
+
+fn int_tensor(v: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i32).collect::<Vec<_>>(), shape), device)
+}
+
+#[test]
+fn the_bigram_hash_table_adds_its_rows_at_the_input_only() {
+    let device = Device::flex();
+    let (b, t, rows) = (2, 7, 301);
+    let mut cfg = ModelConfig::new(256, 16, 1, 2, 16);
+    cfg.bigram_hash = Some(BigramHashConfig { rows });
+    cfg.validate().unwrap();
+    let mut model = cfg.init(&device);
+    let table = model.bigram.as_mut().unwrap();
+    assert_eq!(table.weight.val().abs().max().into_scalar::<f32>(), 0.0, "starts at zero");
+    table.weight = seeded_param(&table.weight, 0.0, 1.0, 5);
+    let toks = bigram_ids(b * t, 256, 3);
+    let x: Vec<f32> = model.enter(int_tensor(&toks, [b, t], &device)).into_data().try_to_vec().unwrap();
+    let embed: Vec<f32> = model.embed.weight.val().into_data().try_to_vec().unwrap();
+    let bigram: Vec<f32> = model.bigram.as_ref().unwrap().weight.val().into_data().try_to_vec().unwrap();
+    for i in 0..b * t {
+        let prev = (i % t > 0).then(|| toks[i - 1]);
+        let r = bigram_row(prev, toks[i], rows) as usize;
+        for j in 0..16 {
+            let want = embed[toks[i] as usize * 16 + j] + bigram[r * 16 + j];
+            assert_eq!(x[i * 16 + j], want, "token {i} element {j}");
+        }
+    }
+    // Decoding one token at a time reads the previous token's bigram as the whole
+    // sequence does.
+    let all = model.forward(int_tensor(&toks, [b, t], &device), &[], false);
+    let (_, mut state) = model.prefill(int_tensor(&toks, [b, t], &device).slice([0..b, 0..3]), &[]);
+    for p in 3..t {
+        let tok = int_tensor(&toks, [b, t], &device).slice([0..b, p..p + 1]);
+        let step = model.decode_step(tok, &[], &mut state);
+        let diff = (step - all.clone().slice([0..b, p..p + 1])).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "position {p}: {diff}");
+    }
+}
+
+#[test]
+fn bad_bigram_configs_are_refused_naming_the_field() {
+    let mut cfg = ModelConfig::new(256, 16, 1, 2, 16);
+    cfg.bigram_hash = Some(BigramHashConfig { rows: 1 });
+    assert!(cfg.validate().unwrap_err().to_string().contains("model.bigram_hash.rows"));
+    let mut cfg = ModelConfig::new(100_000, 16, 1, 2, 16);
+    cfg.bigram_hash = Some(BigramHashConfig { rows: 64 });
+    assert!(cfg.validate().unwrap_err().to_string().contains("model.vocab_size"));
 }
