@@ -15,19 +15,28 @@
 //! | `two-blocks`     | Engram before blocks 0 and 1, the same rows in all (≤ full's)     |
 //! | `size-one-table` | control: one row per head (a learned constant)                    |
 //! | `shuffled-hash`  | control: each sequence reads another sequence's rows              |
+//! | `frozen-table`   | critics' control: the table never updated (random, fixed rows)    |
+//! | `constant-gate`  | critics' control: α = 0.1 for every token                         |
+//! | `scalar-gate`    | critics' control: α = σ(s), one learned scalar                    |
+//! | `bigram-hash`    | critics' control: no Engram; additive BigramHash at the input     |
+//! |                  | with the full layer's table parameters (`rows · D` = its table)   |
+//! | `iso-param`      | critics' control: no Engram; the backbone widened to the full     |
+//! |                  | model's backbone + table parameters (within 1 %)                  |
 //! | `baseline`       | no Engram                                                         |
 //! | `mhc-full`       | `full` on 4 residual streams with mHC (one gate per stream)       |
 //! | `mhc-baseline`   | no Engram, 4 residual streams with mHC                            |
 //!
 //! and `full, memory off`: the trained `full` models evaluated with their Engram output zeroed.
 //! The bar chart shows each variant's validation loss minus the baseline's, paired by seed
-//! (mean ± std over seeds); the table also gives the absolute losses. A second table pairs the
+//! (mean ± std over seeds); the table also gives the absolute losses and the paired
+//! difference's 95 % interval (Student's t over the seeds). A second table pairs the
 //! multi-branch runs: the paper's "without multi-branch" ablation (`full` − `mhc-full`, one
 //! stream against four at the same backbone), mHC without Engram (`mhc-baseline` −
 //! `baseline`), and Engram on four streams (`mhc-full` − `mhc-baseline`).
 //!
 //! ```text
-//! cargo run --bin exp_ablation                 # default: 33 runs
+//! cargo run --bin exp_ablation                 # default: 48 runs
+//! cargo run --bin exp_ablation -- --variants frozen-table,constant-gate   # these + baseline
 //! cargo run --bin exp_ablation -- --quick      # smoke test (< 60 s)
 //! cargo run --bin exp_ablation -- --plot-only  # redraw from runs/exp_ablation/
 //! ```
@@ -37,8 +46,11 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::{EngramConfig, EngramControl};
-use engram::model::MhcConfig;
-use engram::experiment::{engram_base_size_for_rows, engram_table_rows, exit_with, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::model::{BigramHashConfig, MhcConfig};
+use engram::experiment::{
+    ci95_half_width, engram_base_size_for_rows, engram_table_rows, exit_with, iso_parameter_backbone, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup,
+    SweepSpec, SweepSummary,
+};
 use engram::report::table::{render, si};
 use engram::report::{bar_chart, Bar};
 use engram::run_dir::write_json;
@@ -67,6 +79,10 @@ const MULTI_BRANCH: [(&str, &str, &str); 3] = [
 struct Args {
     #[command(flatten)]
     sweep: SweepArgs,
+    /// Run only these variants (comma-separated; the baseline always runs, every difference is
+    /// against it) [default: all]
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
 }
 
 fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
@@ -87,6 +103,9 @@ fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
         ("two-blocks", Some(EngramConfig { layer_ids: vec![0, 1], table_size: vec![two_blocks; 2], ..full.clone() })),
         ("size-one-table", Some(EngramConfig { control: EngramControl::SizeOneTable, ..full.clone() })),
         ("shuffled-hash", Some(EngramConfig { control: EngramControl::ShuffledHash, ..full.clone() })),
+        ("frozen-table", Some(EngramConfig { control: EngramControl::FrozenTable, ..full.clone() })),
+        ("constant-gate", Some(EngramConfig { control: EngramControl::ConstantGate, ..full.clone() })),
+        ("scalar-gate", Some(EngramConfig { control: EngramControl::ScalarGate, ..full.clone() })),
     ];
     let mut specs: Vec<SweepSpec> = variants
         .into_iter()
@@ -96,6 +115,16 @@ fn specs(setup: &ScienceSetup, table_size: u64) -> Vec<SweepSpec> {
             SweepSpec { group: name.into(), x: None, config: setup.config(name, model) }
         })
         .collect();
+    // The critics' dense controls at the full layer's budget: its table parameters as an
+    // input BigramHash, and all its parameters in a wider backbone.
+    let table_params = engram_table_rows(table_size, orders, heads, 1) * full.d_head as u64;
+    let mut bigram = setup.backbone();
+    bigram.bigram_hash = Some(BigramHashConfig { rows: (table_params as f64 / setup.d_model as f64).round() as usize });
+    specs.push(SweepSpec { group: "bigram-hash".into(), x: None, config: setup.config("bigram-hash", bigram) });
+    let full_model = setup.backbone().with_engram(full.clone());
+    let full_cost = engram::cost::cost(&full_model, setup.train.seq_len, &[engram_table_rows(table_size, orders, heads, 1)]);
+    let iso = iso_parameter_backbone(&setup.backbone(), full_cost.params_total());
+    specs.push(SweepSpec { group: "iso-param".into(), x: None, config: setup.config("iso-param", iso) });
     // The same backbone on four mHC streams, without and with the full layer (whose hc_mult
     // becomes 4: one key projection and gate per stream).
     for (name, engram) in [(MHC_BASELINE, None), (MHC_FULL, Some(full))] {
@@ -159,7 +188,7 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
         .into_iter()
         .map(|(label, d, m, s)| {
             let (dm, ds) = mean_std(&d);
-            serde_json::json!({ "variant": label, "val_bpb_mean": m, "val_bpb_std": s, "delta_vs_baseline": d, "delta_mean": dm, "delta_std": ds })
+            serde_json::json!({ "variant": label, "val_bpb_mean": m, "val_bpb_std": s, "delta_vs_baseline": d, "delta_mean": dm, "delta_std": ds, "delta_ci95_half_width": ci95_half_width(&d) })
         })
         .collect();
     let multi: Vec<serde_json::Value> = multi_branch(summary)
@@ -172,7 +201,7 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
 fn print_table(summary: &SweepSummary) {
     let mut rows: Vec<Vec<String>> = Vec::new();
     if let Some(b) = summary.group(BASELINE) {
-        rows.push(vec![BASELINE.into(), "0".into(), si(b.flops_per_token as f64), pm(b.val_bpb_mean, b.val_bpb_std), "-".into()]);
+        rows.push(vec![BASELINE.into(), "0".into(), si(b.params_backbone as f64), si(b.flops_per_token as f64), pm(b.val_bpb_mean, b.val_bpb_std), "-".into(), "-".into()]);
     }
     for (label, d, m, s) in bars(summary) {
         let g = summary.group(if label == MEMORY_OFF { FULL } else { &label });
@@ -180,12 +209,14 @@ fn print_table(summary: &SweepSummary) {
         rows.push(vec![
             label.clone(),
             g.map(|g| si(g.params_table as f64)).unwrap_or_default(),
+            g.map(|g| si(g.params_backbone as f64)).unwrap_or_default(),
             g.map(|g| si(g.flops_per_token as f64)).unwrap_or_default(),
             pm(m, s),
             if d.is_empty() { "-".into() } else { format!("{dm:+.4} ± {ds:.4}") },
+            ci95_half_width(&d).map_or_else(|| "-".into(), |h| format!("[{:+.4}, {:+.4}]", dm - h, dm + h)),
         ]);
     }
-    println!("{}", render(&["variant", "table params", "FLOPs/tok", "val bpb", "Δ vs baseline (paired)"], &rows));
+    println!("{}", render(&["variant", "table params", "backbone params", "FLOPs/tok", "val bpb", "Δ vs baseline (paired)", "95 % interval"], &rows));
     let multi: Vec<Vec<String>> = multi_branch(summary).into_iter().map(|(label, d, m, s)| vec![label, format!("{m:+.4} ± {s:.4}"), d.len().to_string()]).collect();
     if !multi.is_empty() {
         println!("\n{}", render(&["multi-branch comparison", "Δ val bpb (paired)", "seeds"], &multi));
@@ -198,7 +229,15 @@ fn main_inner() -> anyhow::Result<()> {
     args.sweep.validate()?;
     let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
     let table_size = if c.quick { TABLE_SIZE / 4 } else { TABLE_SIZE };
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, table_size), args.sweep.seeds, true)?;
+    let mut specs = specs(&setup, table_size);
+    if !args.variants.is_empty() {
+        if let Some(v) = args.variants.iter().find(|v| !specs.iter().any(|s| &s.group == *v)) {
+            let names: Vec<&str> = specs.iter().map(|s| s.group.as_str()).collect();
+            anyhow::bail!("--variants: no variant {v:?}; the variants are {}", names.join(", "));
+        }
+        specs.retain(|s| s.group == BASELINE || args.variants.contains(&s.group));
+    }
+    let (dir, mut summary) = sweep(c, NAME, specs, args.sweep.seeds, true)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;

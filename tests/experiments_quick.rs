@@ -114,7 +114,7 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     let dir = out_dir("ablation");
     let s = quick(env!("CARGO_BIN_EXE_exp_ablation"), &dir);
     let groups: Vec<&str> = s.groups.iter().map(|g| g.group.as_str()).collect();
-    for want in ["baseline", "full", "no-gate", "no-conv", "no-compression", "2gram-only", "two-blocks", "size-one-table", "shuffled-hash", "mhc-baseline", "mhc-full"] {
+    for want in ["baseline", "full", "no-gate", "no-conv", "no-compression", "2gram-only", "two-blocks", "size-one-table", "shuffled-hash", "frozen-table", "constant-gate", "scalar-gate", "bigram-hash", "iso-param", "mhc-baseline", "mhc-full"] {
         assert!(groups.contains(&want), "variant {want} missing from {groups:?}");
     }
     let full = s.group("full").unwrap();
@@ -127,9 +127,21 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
         assert!(t <= table && t > 0.97 * table, "{g}: table {t} vs full {table}");
     }
     assert!(s.group("size-one-table").unwrap().params_table < 1000);
+    // The critics' dense controls spend the full model's budget: the BigramHash table has the
+    // full layer's table parameters (to a row), the iso-parameter backbone all its parameters.
+    let (base, bigram, iso) = (s.group("baseline").unwrap(), s.group("bigram-hash").unwrap(), s.group("iso-param").unwrap());
+    let d_model = 32.0; // the quick setup's
+    assert!((bigram.params_backbone as f64 - base.params_backbone as f64 - table).abs() <= d_model, "bigram table {} vs {table}", bigram.params_backbone - base.params_backbone);
+    assert_eq!((bigram.params_table, iso.params_table), (0, 0));
+    let full_total = (full.params_backbone + full.params_table) as f64;
+    assert!((iso.params_backbone as f64 - full_total).abs() < 0.01 * full_total, "iso {} vs {full_total}", iso.params_backbone);
+    for g in ["frozen-table", "constant-gate", "scalar-gate"] {
+        assert_eq!(s.group(g).unwrap().params_table, full.params_table, "{g}");
+    }
     let rows = s.analysis["paired_vs_baseline"].as_array().expect("paired differences in the summary");
     assert!(rows.iter().any(|r| r["variant"] == "full, memory off"));
     assert!(rows.iter().all(|r| r["delta_vs_baseline"].as_array().is_some_and(|d| d.len() == s.seeds)));
+    assert!(rows.iter().all(|r| r["delta_ci95_half_width"].as_f64().is_some_and(|h| h >= 0.0)), "a 95 % interval for every paired difference");
     assert!(s.plots.iter().any(|p| p.ends_with("ablation.png")));
     // The multi-branch runs: four streams, Engram with one gate per stream.
     let multi = s.analysis["multi_branch"].as_array().expect("multi-branch comparisons in the summary");
@@ -146,6 +158,17 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     let plain: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("full-s0/summary.json")).unwrap()).unwrap();
     assert!(plain.get("mhc_amax_gain").is_none());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exp_ablation_refuses_an_unknown_variant_naming_the_known_ones() {
+    let dir = out_dir("ablation-variants");
+    let out = run(env!("CARGO_BIN_EXE_exp_ablation"), &["--quick", "--no-progress", "--variants", "frozen-table,no-such", "--out", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"no-such\"") && err.contains("frozen-table"), "{err}");
+    assert!(!dir.join("summary.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

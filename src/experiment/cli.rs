@@ -237,6 +237,22 @@ impl RunRecord {
     }
 }
 
+/// Half-width of the 95 % confidence interval of the mean of `xs` (Student's t with
+/// `n − 1` degrees of freedom: `t · s / √n`); `None` below two values.
+pub fn ci95_half_width(xs: &[f64]) -> Option<f64> {
+    // Two-sided 95 % quantiles t(0.975, df) for df = 1..=30 (standard tables); 1.96 beyond.
+    const T975: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080,
+        2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    let n = xs.len();
+    if n < 2 {
+        return None;
+    }
+    let t = T975.get(n - 2).copied().unwrap_or(1.96);
+    Some(t * mean_std(xs).1 / (n as f64).sqrt())
+}
+
 /// Mean and sample standard deviation (0 for fewer than two values).
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -272,6 +288,17 @@ mod tests {
         assert!((m - 2.5).abs() < 1e-12);
         assert!((s - 1.2909944487358056).abs() < 1e-12);
         assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+    }
+
+    #[test]
+    fn ci95_uses_students_t() {
+        // Three values with s = 1: t(0.975, 2) = 4.303 from the tables, / √3.
+        let h = ci95_half_width(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((h - 4.303 / 3f64.sqrt()).abs() < 1e-12, "{h}");
+        assert!(ci95_half_width(&[1.0]).is_none());
+        // Many values: the normal quantile.
+        let xs: Vec<f64> = (0..100).map(|i| (i % 2) as f64).collect();
+        assert!((ci95_half_width(&xs).unwrap() - 1.96 * mean_std(&xs).1 / 10.0).abs() < 1e-12);
     }
 
     #[test]

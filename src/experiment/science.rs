@@ -100,3 +100,55 @@ impl ScienceSetup {
         ExperimentConfig { name: name.to_string(), model, train: self.train.clone(), data: self.data() }
     }
 }
+
+/// `model` (a dense backbone) widened until its parameter count is `target`: the widest hidden
+/// size D (a multiple of `2 · n_heads`, so that the heads' width stays even) whose model at the
+/// default SwiGLU width stays at or below `target`, then the SwiGLU width F nearest `target`.
+/// The iso-parameter baseline of an Engram model: `target` = its backbone + table parameters.
+/// Parameters are counted by [`crate::cost::cost`].
+pub fn iso_parameter_backbone(model: &crate::model::ModelConfig, target: u64) -> crate::model::ModelConfig {
+    use crate::model::ModelConfig;
+    let params = |m: &ModelConfig| crate::cost::cost(m, m.max_seq_len, &[]).params_backbone;
+    let step = 2 * model.n_heads;
+    let mut wide = model.clone();
+    loop {
+        let d = wide.d_model + step;
+        let next = ModelConfig { d_model: d, d_ff: ModelConfig::swiglu_width(d), ..wide.clone() };
+        if params(&next) > target {
+            break;
+        }
+        wide = next;
+    }
+    // Parameters grow linearly in F: pick the nearest whole width.
+    let at = |f: usize| params(&ModelConfig { d_ff: f, ..wide.clone() });
+    let per_unit = at(wide.d_ff + 1) - at(wide.d_ff);
+    let base = at(wide.d_ff);
+    let extra = if target > base { ((target - base) as f64 / per_unit as f64).round() as usize } else { 0 };
+    ModelConfig { d_ff: wide.d_ff + extra, ..wide }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+
+    #[test]
+    fn the_iso_parameter_backbone_has_the_engram_models_parameters_within_one_percent() {
+        // The ablation's full model (its table at the default budget) and the quick one.
+        for quick in [false, true] {
+            let setup = ScienceSetup::new(quick, 400, None);
+            let base = setup.backbone();
+            let engram = crate::engram::EngramConfig { layer_ids: vec![setup.engram_block], table_size: vec![4_096, 4_096], ..crate::engram::EngramConfig::default() };
+            let rows = super::super::sweep::engram_table_rows(4_096, 2, 4, 1);
+            let target = crate::cost::cost(&base.clone().with_engram(engram), setup.train.seq_len, &[rows]).params_total();
+            let iso = iso_parameter_backbone(&base, target);
+            iso.validate().unwrap();
+            assert!(iso.d_model > base.d_model && iso.engram.is_none());
+            // Counted on the built model, not by the cost model the search used.
+            let built = iso.init(&burn::tensor::Device::flex()).num_params() as u64;
+            let rel = (built as f64 - target as f64).abs() / target as f64;
+            assert!(rel < 0.01, "quick {quick}: {built} parameters against {target} ({:.3} %)", rel * 100.0);
+        }
+    }
+}

@@ -81,6 +81,9 @@ pub struct GroupStats {
     pub val_loss_mean: f64,
     /// Table parameters (of the first run; equal across seeds).
     pub params_table: u64,
+    /// Dense parameters (of the first run).
+    #[serde(default)]
+    pub params_backbone: u64,
     /// Sparse parameters (idle experts + tables).
     pub params_sparse: u64,
     /// Activated parameters.
@@ -127,6 +130,7 @@ pub fn aggregate(runs: &[SweepRun]) -> Vec<GroupStats> {
                 val_bpb_memory_off_std: off.map(|o| o.1),
                 val_loss_mean: mean_std(&losses).0,
                 params_table: first.record.params_table,
+                params_backbone: first.record.params_backbone,
                 params_sparse: first.params_sparse,
                 params_activated: first.params_activated,
                 flops_per_token: first.record.flops_per_token,
