@@ -2,7 +2,7 @@
 //! the tests running in parallel share (and draw from in an order that changes run to run).
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Seeded N(0, std²) values (splitmix64 + Box–Muller).
 pub(crate) fn normal(n: usize, std: f64, seed: u64) -> Vec<f64> {
@@ -27,4 +27,14 @@ pub(crate) fn seeded<const D: usize>(shape: [usize; D], mean: f64, std: f64, see
 pub(crate) fn seeded_param<const D: usize>(like: &Param<Tensor<D>>, mean: f64, std: f64, seed: u64) -> Param<Tensor<D>> {
     let t = like.val();
     Param::from_tensor(seeded(t.dims(), mean, std, seed, &t.device()))
+}
+
+/// `n` token ids below `vocab`, spread by a multiplicative hash of the position and `salt`.
+pub(crate) fn token_ids(n: usize, vocab: u32, salt: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt.wrapping_mul(40_503)) >> 9) % vocab).collect()
+}
+
+/// An int tensor of `shape` holding `v`.
+pub(crate) fn int_tensor(v: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i32).collect::<Vec<_>>(), shape), device)
 }

@@ -80,15 +80,7 @@ pub fn bigram_rows(tokens: Tensor<2, Int>, before: Option<Tensor<2, Int>>, rows:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
-
-    fn ids(n: usize, vocab: u32, salt: u32) -> Vec<u32> {
-        (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt.wrapping_mul(40_503)) >> 9) % vocab).collect()
-    }
-
-    fn int_tensor(v: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
-        Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i32).collect::<Vec<_>>(), shape), device)
-    }
+    use crate::test_util::{int_tensor, token_ids as ids};
 
     #[test]
     fn device_rows_follow_the_written_out_hash() {

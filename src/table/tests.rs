@@ -248,15 +248,8 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 
 /// Three sparse steps on rows drawn from `seed`, the same for every table they are applied to.
 fn train_steps(t: &mut EngramTable, seeds: std::ops::Range<u64>) {
-    let rows = t.rows() as u32;
     for s in seeds {
-        let uniq = some_rows(rows, 3, s);
-        let next = some_rows(rows, 3, s + 1000);
-        let g = grads_for(&uniq, t.dim(), s as f32);
-        let mut out = Vec::new();
-        for block in t.update_then_gather(&uniq, &g, 1e-2, &TableAdam::default(), &next, &mut out, 64).unwrap() {
-            block.run();
-        }
+        train_step(t, s, false);
     }
 }
 

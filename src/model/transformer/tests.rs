@@ -4,7 +4,7 @@
 use super::*;
 use crate::engram::EngramConfig;
 use crate::model::bigram::bigram_row;
-use crate::test_util::seeded_param;
+use crate::test_util::{int_tensor, seeded_param, token_ids};
 use burn::module::Param;
 use burn::tensor::{Distribution, TensorData};
 
@@ -431,14 +431,6 @@ fn the_fused_kernels_give_the_loss_and_every_gradient_of_burns_ops_on_four_mhc_s
     assert_eq!(compared, fused.1.len(), "parameters without a gradient");
 }
 
-fn bigram_ids(n: usize, vocab: u32, salt: u32) -> Vec<u32> {
-    (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(salt.wrapping_mul(40_503)) >> 9) % vocab).collect()
-}
-
-fn int_tensor(v: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
-    Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i32).collect::<Vec<_>>(), shape), device)
-}
-
 #[test]
 fn the_bigram_hash_table_adds_its_rows_at_the_input_only() {
     let device = Device::flex();
@@ -450,7 +442,7 @@ fn the_bigram_hash_table_adds_its_rows_at_the_input_only() {
     let table = model.bigram.as_mut().unwrap();
     assert_eq!(table.weight.val().abs().max().into_scalar::<f32>(), 0.0, "starts at zero");
     table.weight = seeded_param(&table.weight, 0.0, 1.0, 5);
-    let toks = bigram_ids(b * t, 256, 3);
+    let toks = token_ids(b * t, 256, 3);
     let x: Vec<f32> = model.enter(int_tensor(&toks, [b, t], &device)).into_data().try_to_vec().unwrap();
     let embed: Vec<f32> = model.embed.weight.val().into_data().try_to_vec().unwrap();
     let bigram: Vec<f32> = model.bigram.as_ref().unwrap().weight.val().into_data().try_to_vec().unwrap();
