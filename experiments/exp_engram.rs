@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use engram::data::DataConfig;
 use engram::engram::EngramConfig;
-use engram::experiment::{exit_with, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord, ScienceSetup};
+use engram::experiment::{exit_with, flops_for_bpb, load_data, prepare_out_dir, run_all, CommonArgs, RunRecord, ScienceSetup};
 use engram::model::ModelConfig;
 use engram::metrics::{read_metrics, val_bpb_curve};
 use engram::report::table::{render, si};
@@ -117,17 +117,10 @@ fn configs(p: &Plan, data: &DataConfig) -> Vec<ExperimentConfig> {
     out
 }
 
-/// The forward FLOPs per token at which the baselines' curve (bits per byte against
-/// log FLOPs, linear between neighbouring baselines) reaches `bpb`; `None` outside the
-/// baselines' range (better than the largest or worse than the smallest).
+/// [`flops_for_bpb`] on the baselines' runs.
 fn baseline_flops_for(base: &[&RunRecord], bpb: f64) -> Option<f64> {
-    let mut pts: Vec<(f64, f64)> = base.iter().map(|r| ((r.flops_per_token as f64).log10(), r.val_bpb)).collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    pts.windows(2).find_map(|w| {
-        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
-        let (lo, hi) = (y0.min(y1), y0.max(y1));
-        (lo <= bpb && bpb <= hi && y0 != y1).then(|| 10f64.powf(x0 + (bpb - y0) / (y1 - y0) * (x1 - x0)))
-    })
+    let pts: Vec<(f64, f64)> = base.iter().map(|r| (r.flops_per_token as f64, r.val_bpb)).collect();
+    flops_for_bpb(&pts, bpb)
 }
 
 /// "How many times its own FLOPs per token a baseline needs for the same bits per byte" as

@@ -161,6 +161,37 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
 }
 
 #[test]
+fn exp_compute_quick_prices_every_table_in_baseline_flops() {
+    let dir = out_dir("compute");
+    let s = quick(env!("CARGO_BIN_EXE_exp_compute"), &dir);
+    let base: Vec<_> = s.groups.iter().filter(|g| g.group.starts_with("baseline-")).collect();
+    assert!(base.len() >= 4, "at least four compute sizes: {}", base.len());
+    let worth = s.analysis["worth"].as_array().expect("worth in the summary");
+    assert_eq!(worth.len(), 3, "one entry per table size");
+    for w in worth {
+        let group = w["group"].as_str().unwrap();
+        let own = w["flops_per_token"].as_f64().unwrap();
+        let per_seed = w["per_seed"].as_array().unwrap();
+        assert_eq!(per_seed.len(), s.seeds, "{group}: one value per seed");
+        for (k, run) in per_seed.iter().zip(s.runs.iter().filter(|r| r.group == group)) {
+            let Some(k) = k.as_f64() else { continue };
+            // The FLOPs it is worth lie between two baselines of its seed whose bits per byte
+            // bracket its own.
+            let f = k * own;
+            let pts: Vec<(f64, f64)> = s.runs.iter().filter(|b| b.group.starts_with("baseline-") && b.record.seed == run.record.seed).map(|b| (b.record.flops_per_token as f64, b.record.val_bpb)).collect();
+            let bracketed = pts.iter().any(|a| pts.iter().any(|b| a.0 <= f && f <= b.0 && (a.1 - run.record.val_bpb) * (b.1 - run.record.val_bpb) <= 0.0));
+            assert!(bracketed, "{group} seed {}: worth {k} ({f} FLOPs) not between baselines {pts:?}", run.record.seed);
+        }
+        if let Some([lo, hi]) = w["ci95"].as_array().map(|a| [a[0].as_f64().unwrap(), a[1].as_f64().unwrap()]) {
+            let m = w["geo_mean"].as_f64().unwrap();
+            assert!(lo <= m && m <= hi, "{group}: {m} outside [{lo}, {hi}]");
+        }
+    }
+    assert!(s.plots.iter().any(|p| p.ends_with("compute_equivalence.png")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn exp_ablation_refuses_an_unknown_variant_naming_the_known_ones() {
     let dir = out_dir("ablation-variants");
     let out = run(env!("CARGO_BIN_EXE_exp_ablation"), &["--quick", "--no-progress", "--variants", "frozen-table,no-such", "--out", dir.to_str().unwrap()]);

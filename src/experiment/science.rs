@@ -128,10 +128,38 @@ pub fn iso_parameter_backbone(model: &crate::model::ModelConfig, target: u64) ->
 }
 
 
+/// The forward FLOPs per token at which a baseline curve reaches `bpb`: `points` are the
+/// baselines' (FLOPs per token, bits per byte), joined by straight lines in (log FLOPs, bits
+/// per byte) between neighbours in FLOPs; the smallest such FLOPs where a curve that is not
+/// monotone reaches it twice; `None` outside the curve's range (better than every segment
+/// reaches or worse than every one). The compute an Engram model is worth.
+pub fn flops_for_bpb(points: &[(f64, f64)], bpb: f64) -> Option<f64> {
+    let mut pts: Vec<(f64, f64)> = points.iter().map(|&(f, b)| (f.log10(), b)).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts.windows(2).find_map(|w| {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        let (lo, hi) = (y0.min(y1), y0.max(y1));
+        (lo <= bpb && bpb <= hi && y0 != y1).then(|| 10f64.powf(x0 + (bpb - y0) / (y1 - y0) * (x1 - x0)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::Module;
+
+    #[test]
+    fn flops_for_bpb_interpolates_in_log_flops() {
+        // 10^6 FLOPs at 2.5 bpb, 10^7 at 2.3, 10^8 at 2.2: 2.4 is half-way in log FLOPs
+        // between the first two (10^6.5), 2.25 half-way between the last two.
+        let pts = [(1e7, 2.3), (1e6, 2.5), (1e8, 2.2)];
+        let at = |b: f64| flops_for_bpb(&pts, b).map(f64::log10);
+        assert!((at(2.4).unwrap() - 6.5).abs() < 1e-12);
+        assert!((at(2.25).unwrap() - 7.5).abs() < 1e-12);
+        assert!((at(2.5).unwrap() - 6.0).abs() < 1e-12);
+        assert_eq!(at(2.1), None, "better than the largest baseline");
+        assert_eq!(at(2.6), None, "worse than the smallest");
+    }
 
     #[test]
     fn the_iso_parameter_backbone_has_the_engram_models_parameters_within_one_percent() {
