@@ -29,7 +29,9 @@
 //! and `full, memory off`: the trained `full` models evaluated with their Engram output zeroed.
 //! The bar chart shows each variant's validation loss minus the baseline's, paired by seed
 //! (mean ± std over seeds); the table also gives the absolute losses and the paired
-//! difference's 95 % interval (Student's t over the seeds). A second table pairs the
+//! difference's 95 % interval (Student's t over the seeds). A third table answers the critics
+//! (`../LANDSCAPE`): each of their controls paired by seed with the full layer, where a
+//! difference near zero sides with the critic. A second table pairs the
 //! multi-branch runs: the paper's "without multi-branch" ablation (`full` − `mhc-full`, one
 //! stream against four at the same backbone), mHC without Engram (`mhc-baseline` −
 //! `baseline`), and Engram on four streams (`mhc-full` − `mhc-baseline`).
@@ -67,6 +69,16 @@ const FULL: &str = "full";
 const MEMORY_OFF: &str = "full, memory off";
 const MHC_FULL: &str = "mhc-full";
 const MHC_BASELINE: &str = "mhc-baseline";
+/// The critics' questions, each a control paired by seed with the full layer: (critique,
+/// control). A difference near zero sides with the critic.
+const CRITICS: [(&str, &str); 6] = [
+    ("a table frozen at its random initialisation does as well", "frozen-table"),
+    ("a constant gate (0.1) does as well as the learned one", "constant-gate"),
+    ("one learned scalar gate does as well", "scalar-gate"),
+    ("plain additive BigramHash at the input does as well or better", "bigram-hash"),
+    ("a dense model with the same parameters does as well", "iso-param"),
+    ("a size-1 table (no memory, same pathway) does as well", "size-one-table"),
+];
 /// The multi-branch comparisons, paired by seed: (label, group, reference).
 const MULTI_BRANCH: [(&str, &str, &str); 3] = [
     ("without multi-branch (full − mhc-full)", FULL, MHC_FULL),
@@ -150,6 +162,15 @@ fn multi_branch(summary: &SweepSummary) -> Vec<(String, Vec<f64>, f64, f64)> {
         .collect()
 }
 
+/// (critique, control, per-seed differences control − full) of every critique with runs.
+fn critics(summary: &SweepSummary) -> Vec<(&'static str, &'static str, Vec<f64>)> {
+    CRITICS
+        .iter()
+        .map(|&(critique, control)| (critique, control, paired_differences(&summary.runs, control, FULL, |r| Some(r.record.val_bpb))))
+        .filter(|(_, _, d)| !d.is_empty())
+        .collect()
+}
+
 /// (label, per-seed differences to the baseline, absolute mean, absolute std) for every bar.
 fn bars(summary: &SweepSummary) -> Vec<(String, Vec<f64>, f64, f64)> {
     let mut out = Vec::new();
@@ -195,7 +216,14 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
         .into_iter()
         .map(|(label, d, m, s)| serde_json::json!({ "comparison": label, "delta": d, "delta_mean": m, "delta_std": s }))
         .collect();
-    serde_json::json!({ "paired_vs_baseline": rows, "multi_branch": multi })
+    let critics: Vec<serde_json::Value> = critics(summary)
+        .into_iter()
+        .map(|(critique, control, d)| {
+            let (m, s) = mean_std(&d);
+            serde_json::json!({ "critique": critique, "control": control, "delta_vs_full": d, "delta_mean": m, "delta_std": s, "delta_ci95_half_width": ci95_half_width(&d) })
+        })
+        .collect();
+    serde_json::json!({ "paired_vs_baseline": rows, "multi_branch": multi, "critics_vs_full": critics })
 }
 
 fn print_table(summary: &SweepSummary) {
@@ -217,6 +245,18 @@ fn print_table(summary: &SweepSummary) {
         ]);
     }
     println!("{}", render(&["variant", "table params", "backbone params", "FLOPs/tok", "val bpb", "Δ vs baseline (paired)", "95 % interval"], &rows));
+    let crit: Vec<Vec<String>> = critics(summary)
+        .into_iter()
+        .map(|(critique, control, d)| {
+            let (m, s) = mean_std(&d);
+            let ci = ci95_half_width(&d).map_or_else(|| "-".into(), |h| format!("[{:+.4}, {:+.4}]", m - h, m + h));
+            let per_seed = d.iter().map(|x| format!("{x:+.3}")).collect::<Vec<_>>().join(", ");
+            vec![critique.to_string(), control.to_string(), format!("{m:+.4} ± {s:.4}"), ci, per_seed]
+        })
+        .collect();
+    if !crit.is_empty() {
+        println!("\n{}", render(&["critique", "control", "Δ val bpb vs full (paired)", "95 % interval", "per seed"], &crit));
+    }
     let multi: Vec<Vec<String>> = multi_branch(summary).into_iter().map(|(label, d, m, s)| vec![label, format!("{m:+.4} ± {s:.4}"), d.len().to_string()]).collect();
     if !multi.is_empty() {
         println!("\n{}", render(&["multi-branch comparison", "Δ val bpb (paired)", "seeds"], &multi));

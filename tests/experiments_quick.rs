@@ -142,6 +142,9 @@ fn exp_ablation_quick_has_every_variant_control_and_memory_off() {
     assert!(rows.iter().any(|r| r["variant"] == "full, memory off"));
     assert!(rows.iter().all(|r| r["delta_vs_baseline"].as_array().is_some_and(|d| d.len() == s.seeds)));
     assert!(rows.iter().all(|r| r["delta_ci95_half_width"].as_f64().is_some_and(|h| h >= 0.0)), "a 95 % interval for every paired difference");
+    let critics = s.analysis["critics_vs_full"].as_array().expect("the critics' controls against full Engram");
+    assert_eq!(critics.len(), 6);
+    assert!(critics.iter().all(|c| c["delta_vs_full"].as_array().is_some_and(|d| d.len() == s.seeds) && c["delta_ci95_half_width"].is_number()));
     assert!(s.plots.iter().any(|p| p.ends_with("ablation.png")));
     // The multi-branch runs: four streams, Engram with one gate per stream.
     let multi = s.analysis["multi_branch"].as_array().expect("multi-branch comparisons in the summary");
