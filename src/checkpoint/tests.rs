@@ -48,7 +48,7 @@ fn write_then_read_restores_every_field_bit_exactly() {
     ck.check_config(&cfg).unwrap();
     let s = &ck.tables[0];
     assert_eq!((&s.saved, s.step), (&SavedTable::Resident(tables[0].resident_records().unwrap().to_vec()), 1));
-    let mut fresh = vec![EngramTable::new(50, 4, 1.0, 1)];
+    let mut fresh = [EngramTable::new(50, 4, 1.0, 1)];
     ck.load_tables(&mut [&mut fresh[0]]).unwrap();
     assert_eq!(fresh[0].weights(), tables[0].weights());
     assert_eq!(peek(&dir).unwrap().step, 7);

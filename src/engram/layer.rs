@@ -498,22 +498,22 @@ impl Engram {
         Tensor::cat(alphas, 2)
     }
 
-    /// The gate `α = σ(sign(s)·√max(|s|, 1e−6))`, `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, of
-    /// branch `i`.
-    ///
-    /// # Shapes
-    /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
     /// Branch `i`'s gate under a [`GateKind`] that is the same for every token: `[1]`.
     fn uniform_gate(&self, i: usize) -> Tensor<1> {
         let device = self.conv_weight.val().device();
         match (self.gate_kind, &self.gate_scalar) {
-            (GateKind::Scalar, Some(s)) => sigmoid(s.val().slice([i..i + 1])),
+            (GateKind::Scalar, Some(s)) => sigmoid(s.val().narrow(0, i, 1)),
             (GateKind::Scalar, None) => panic!("a scalar-gate layer without its gate parameter"),
             (GateKind::Constant, _) => Tensor::from_data(TensorData::new(vec![CONSTANT_GATE], [1]), &device),
             (GateKind::Context, _) => unreachable!("the context gate depends on the token"),
         }
     }
 
+    /// The gate `α = σ(sign(s)·√max(|s|, 1e−6))`, `s = ⟨RMSNorm_q(h), RMSNorm_k(k)⟩ / √D`, of
+    /// branch `i`.
+    ///
+    /// # Shapes
+    /// - `hidden`, `key`: `[B, T, D]` → `[B, T, 1]`
     fn gate_alpha(&self, hidden: Tensor<3>, key: Tensor<3>, i: usize) -> Tensor<3> {
         let d = hidden.dims()[2];
         let q = rms_norm_module(&self.norm_query[i], hidden);

@@ -143,7 +143,7 @@ impl Init {
             let u2 = (mix64(s0.wrapping_add((2 * pair + 2).wrapping_mul(GAMMA))) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
             let r = (-2.0 * u1.ln()).sqrt();
             let (sin, cos) = (2.0 * std::f64::consts::PI * u2).sin_cos();
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 out[j] = (r * cos) as f32 * self.std;
                 if j + 1 < dim {
                     out[j + 1] = (r * sin) as f32 * self.std;

@@ -94,7 +94,7 @@ fn at_initialisation_every_mhc_stream_is_the_pre_norm_residual_stream() {
     let device = Device::flex();
     let mut plain = ModelConfig::tiny(37, 16).init(&device);
     plain.embed.weight = Param::from_tensor(Tensor::random([37, 64], Distribution::Normal(0.0, 1.0), &device));
-    let ids: Vec<i32> = (0..2 * 12).map(|i| (i * 7 % 37) as i32).collect();
+    let ids: Vec<i32> = (0..2 * 12).map(|i| i * 7 % 37).collect();
     let x = tokens(&ids, 2, 12, &device);
     let hc = MhcConfig::default();
     let mut model = plain.clone();
