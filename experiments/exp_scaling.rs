@@ -7,7 +7,9 @@
 //! forward FLOPs per token. Each size and the baseline (the same backbone without Engram) are
 //! trained with the same seeds. The plot shows mean ± std over seeds against the total slots
 //! (log x), the least-squares line of the mean loss on log10(slots) with its slope ± standard
-//! error, and the baseline as a band (mean ± std).
+//! error, and the baseline as a band (mean ± std). For each size, the table's use in
+//! training (replayed for the first seed, [`engram::train::table_use`]): the rows the
+//! updates touched, as a share of the slots, and the distinct 2- and 3-grams behind them.
 //!
 //! ```text
 //! cargo run --bin exp_scaling                 # default: 21 runs, about 25 min on 2 cores
@@ -20,7 +22,9 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::EngramConfig;
-use engram::experiment::{exit_with, linear_fit, pm, sweep, SweepArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
+use engram::config::ExperimentConfig;
+use engram::experiment::{exit_with, linear_fit, load_data, pm, sweep, SweepArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
+use engram::train::{table_use, TableUse};
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, HBand, Series, Style};
 use engram::run_dir::write_json;
@@ -102,7 +106,25 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
     Ok(line_chart(&chart, &dir.join("loss_vs_slots"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
-fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
+/// Each Engram size's table use in training (its first seed's run, replayed from the run
+/// directory's config.json): rows touched and distinct n-grams.
+fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String, TableUse)>> {
+    let mut data = None;
+    let mut out = Vec::new();
+    for g in summary.groups.iter().filter(|g| g.x.is_some()) {
+        let Some(run) = summary.runs.iter().find(|r| r.group == g.group) else { continue };
+        let path = dir.join(&run.record.name).join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cfg: ExperimentConfig = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if data.is_none() {
+            data = Some(load_data(&cfg.data)?);
+        }
+        out.push((g.group.clone(), table_use(&cfg, data.as_ref().expect("loaded above"))?));
+    }
+    Ok(out)
+}
+
+fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>, uses: &[(String, TableUse)]) {
     let base = summary.group(BASELINE).map(|b| b.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
@@ -117,10 +139,15 @@ fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>) {
                 g.val_bpb_memory_off_mean.map(|m| pm(m, g.val_bpb_memory_off_std.unwrap_or(0.0))).unwrap_or_else(|| "-".into()),
                 base.map(|b| format!("{:+.4}", g.val_bpb_mean - b)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
+                uses.iter().find(|(n, _)| n == &g.group).map_or_else(|| "-".into(), |(_, u)| {
+                    let rows = u.rows_touched.iter().sum::<u64>();
+                    format!("{} ({:.0} %)", si(rows as f64), 100.0 * rows as f64 / g.x.unwrap_or(f64::NAN))
+                }),
+                uses.iter().find(|(n, _)| n == &g.group).map_or_else(|| "-".into(), |(_, u)| u.distinct_ngrams.iter().map(|&n| si(n as f64)).collect::<Vec<_>>().join(" / ")),
             ]
         })
         .collect();
-    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val bpb", "memory off", "Δ baseline", "s/run"], &rows));
+    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val bpb", "memory off", "Δ baseline", "s/run", "rows touched (of slots)", "distinct 2- / 3-grams"], &rows));
     match fit {
         Some(f) => println!(
             "\nlog-linear fit over {} sizes: bpb = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
@@ -139,10 +166,12 @@ fn main_inner() -> anyhow::Result<()> {
     let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.sweep.seeds, true)?;
     set_slots(&mut summary);
     let f = fit(&summary);
-    summary.analysis = serde_json::json!({ "fit_bpb_on_log10_slots": f });
+    let uses = table_uses(&dir, &summary)?;
+    let use_json: Vec<serde_json::Value> = uses.iter().map(|(g, u)| serde_json::json!({ "group": g, "use": u })).collect();
+    summary.analysis = serde_json::json!({ "fit_bpb_on_log10_slots": f, "table_use_first_seed": use_json });
     summary.plots = plots(&dir, &summary, f.as_ref())?;
     write_json(&dir.join("summary.json"), &summary)?;
-    print_table(&summary, f.as_ref());
+    print_table(&summary, f.as_ref(), &uses);
     println!("\n{} runs, {:.0} s; results in {}", summary.runs.len(), summary.wall_seconds, dir.display());
     Ok(())
 }

@@ -15,6 +15,7 @@ mod evaluate;
 mod loaded;
 mod outcome;
 mod step;
+mod table_use;
 
 use std::io::Write;
 use std::path::Path;
@@ -29,6 +30,7 @@ pub use evaluate::evaluate;
 pub use loaded::{LoadError, LoadedRun};
 pub use outcome::{DataStats, RunOptions, RunResult};
 pub use step::{engram_hashing, table_file, TABLE_DIR};
+pub use table_use::{table_use, TableUse};
 pub(crate) use step::engram_hosts;
 
 use crate::checkpoint::{self, Progress};

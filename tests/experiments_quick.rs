@@ -65,6 +65,15 @@ fn exp_scaling_quick_writes_runs_fit_and_plot() {
     assert!(fit["slope"].is_f64() && fit["slope_se"].is_f64(), "fit in the summary: {fit}");
     assert!(s.groups.iter().filter(|g| g.x.is_some()).all(|g| g.val_bpb_memory_off_mean.is_some()));
     assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_slots.png")));
+    // Table use per size: rows touched never above the slots, more with a larger table.
+    let uses = s.analysis["table_use_first_seed"].as_array().expect("table use in the summary");
+    assert_eq!(uses.len(), sizes.len());
+    let touched: Vec<f64> = uses.iter().map(|u| u["use"]["rows_touched"].as_array().unwrap().iter().map(|r| r.as_f64().unwrap()).sum()).collect();
+    for (t, slots) in touched.iter().zip(&sizes) {
+        assert!(*t > 0.0 && t <= slots, "{t} rows touched of {slots} slots");
+    }
+    assert!(touched.windows(2).all(|w| w[1] >= w[0]), "{touched:?}");
+    assert!(uses.iter().all(|u| u["use"]["distinct_ngrams"] == uses[0]["use"]["distinct_ngrams"]), "the same windows for every size (first seed)");
 
     // A finished experiment is not replaced without --overwrite: a message, not a panic.
     let again = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().unwrap()]);

@@ -11,7 +11,7 @@ use engram::model::ModelConfig;
 use engram::table::UpdateMode;
 use engram::checkpoint;
 use engram::config::{ExperimentConfig, TrainConfig};
-use engram::train::{run, RunOptions, RunResult};
+use engram::train::{run, table_use, RunOptions, RunResult};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("engram-test-{name}-{}", std::process::id()));
@@ -162,4 +162,37 @@ fn the_frozen_table_control_never_changes_a_row() {
     assert_eq!(tables[2].0, 40);
     assert!(tables[2].1 != tables[0].1, "the unfrozen table did not move");
     assert!(tables[0].2 < 6.0, "the frozen run still trains: last loss {}", tables[0].2);
+}
+
+#[test]
+fn the_replayed_table_use_counts_the_rows_training_updated() {
+    // The rows the replay says the training batches read are exactly the table's rows with an
+    // optimiser state after training (Adam's moments start at zero and move with any
+    // non-zero gradient).
+    use engram::table::{EngramTable, Init, RowLayout, TableOptimizer, WeightFormat};
+    let cfg = {
+        let mut c = small_config(true);
+        c.train.checkpoint_every = 0;
+        c
+    };
+    let data = PreparedData::prepare(&cfg.data).unwrap();
+    let dir = temp_dir("table-use");
+    run(&cfg, &data, &Device::flex(), &dir, &RunOptions { checkpoints: true, ..RunOptions::default() }).unwrap();
+    let ck = checkpoint::read(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let t = &ck.tables[0];
+    let checkpoint::SavedTable::Resident(records) = &t.saved else { panic!("a resident table") };
+    let mut table = EngramTable::with_layout(t.rows, RowLayout { dim: t.dim, optimizer: TableOptimizer::Adam, weights: WeightFormat::F32 }, Init { seed: 0, std: 0.0 });
+    table.restore_resident(t.step, records).unwrap();
+    let state = table.snapshot().1;
+    let trained = state.chunks_exact(2 * t.dim).filter(|s| s.iter().any(|&x| x != 0.0)).count() as u64;
+
+    let used = table_use(&cfg, &data).unwrap();
+    assert_eq!(used.rows_touched, vec![trained]);
+    assert_eq!(used.tokens, (cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len) as u64);
+    let heads = cfg.model.engram.as_ref().unwrap().n_head_per_ngram as u64;
+    assert_eq!(used.distinct_ngrams.len(), 2, "orders 2 and 3");
+    assert!(used.distinct_ngrams[0] < used.distinct_ngrams[1], "{:?}", used.distinct_ngrams);
+    assert!(trained <= heads * used.distinct_ngrams.iter().sum::<u64>(), "one row per n-gram and head at most");
+    assert!(trained <= t.rows as u64);
 }
