@@ -58,9 +58,9 @@ use engram::report::{bar_chart, Bar};
 use engram::run_dir::write_json;
 
 const NAME: &str = "exp_ablation";
-/// Training steps of the default mode. Measured on the 2-core machine while shared (load
-/// average 5–6): 0.13–0.14 s per step for every variant, 58–63 s per run with its evaluations;
-/// the 27 runs took 1,614 s (27 min).
+/// Training steps of the default mode. Measured on the 2-core machine: 0.04–0.08 s per step
+/// (four mHC streams 0.07–0.08), 31–86 s per run with its evaluations; the 48 runs took
+/// 2,400 s (40 min) with builds beside them at times.
 const DEFAULT_STEPS: usize = 400;
 /// Per-head base table size of the full layer (default mode; `--quick`: a quarter).
 const TABLE_SIZE: u64 = 4_096;
