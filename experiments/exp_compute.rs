@@ -8,8 +8,8 @@
 //! neighbouring sizes, [`flops_for_bpb`]); an Engram run of the same seed is **worth k×
 //! compute** when a baseline needs `k` times its forward FLOPs per token for its bits per
 //! byte. `k` is reported as the geometric mean over seeds with a 95 % interval (Student's t
-//! on `log10 k`); a seed whose run beats the largest baseline (or loses to the smallest)
-//! gives only a bound and is counted apart.
+//! on `log10 k`); a seed whose run beats every baseline (or loses to the smallest) has no
+//! finite worth on this curve and is counted apart.
 //!
 //! ```text
 //! cargo run --bin exp_compute                 # default: 24 runs
@@ -83,9 +83,10 @@ struct Worth {
     /// Per seed: the baseline FLOPs per token for its bits per byte over its own (`None`:
     /// outside that seed's baselines).
     per_seed: Vec<Option<f64>>,
-    /// Seeds whose run beats that seed's largest baseline (worth more than `above_bound`).
+    /// Seeds whose run beats every baseline of that seed.
     above: usize,
-    /// The largest baseline's FLOPs over this model's, the bound of those seeds.
+    /// The largest baseline's FLOPs over this model's: those seeds beat every baseline up to
+    /// this many times their FLOPs (not a worth: the baselines' curve need not fall to the end).
     above_bound: f64,
     /// Seeds whose run loses to the smallest baseline.
     below: usize,
@@ -133,15 +134,16 @@ fn describe(w: &Worth) -> String {
     let mut s = match (w.geo_mean, w.ci95) {
         (Some(m), Some([lo, hi])) => format!("{m:.2}x (95 % {lo:.2}–{hi:.2}x, {inside} seeds)"),
         (Some(m), None) => format!("{m:.2}x ({inside} seed)"),
-        _ => "-".into(),
+        _ => String::new(),
     };
+    let sep = |s: &str| if s.is_empty() { "" } else { "; " };
     if w.above > 0 {
-        s.push_str(&format!("; {} seeds > {:.2}x (beat the largest baseline)", w.above, w.above_bound));
+        s = format!("{s}{}{} seeds beat every baseline (up to {:.2}x its FLOPs)", sep(&s), w.above, w.above_bound);
     }
     if w.below > 0 {
-        s.push_str(&format!("; {} seeds < the smallest baseline", w.below));
+        s = format!("{s}{}{} seeds lose to the smallest baseline", sep(&s), w.below);
     }
-    s
+    if s.is_empty() { "-".into() } else { s }
 }
 
 fn plots(dir: &Path, summary: &SweepSummary, worths: &[Worth]) -> anyhow::Result<Vec<String>> {
@@ -174,7 +176,20 @@ fn plots(dir: &Path, summary: &SweepSummary, worths: &[Worth]) -> anyhow::Result
         y_from_zero: false,
         series,
         bands: vec![],
-        annotations: worths.iter().map(|w| format!("{}: {}", w.group, describe(w))).collect(),
+        annotations: worths
+            .iter()
+            .map(|w| {
+                let inside = w.per_seed.iter().flatten().count();
+                let mut parts = Vec::new();
+                if let Some(m) = w.geo_mean {
+                    parts.push(format!("worth {m:.2}x ({inside} of {} seeds)", w.per_seed.len()));
+                }
+                if w.above > 0 {
+                    parts.push(format!("{} seeds beat every baseline", w.above));
+                }
+                format!("{}: {}", w.group, parts.join("; "))
+            })
+            .collect(),
     };
     Ok(line_chart(&chart, &dir.join("compute_equivalence"))?.iter().map(|p| p.display().to_string()).collect())
 }
