@@ -156,8 +156,9 @@ pub struct EngramTable {
     readied: Readied,
 }
 
-/// Which rows [`EngramTable::ready_slots`] last readied: a prefetch readies the rows the step's
-/// update then asks for, which need no second materialisation or lookup.
+/// Which rows [`EngramTable::prefetch`] last readied: the rows the step's update then asks
+/// for, which need no second materialisation or lookup. Only the prefetch records them (a
+/// table trained without prefetch copies no lists).
 #[derive(Default)]
 struct Readied {
     generation: Option<u64>,
@@ -334,6 +335,14 @@ impl EngramTable {
         if let Store::File(s) = &self.store {
             s.touch(&self.uslots);
             s.touch(&self.nslots);
+            let r = &mut self.readied;
+            if r.generation != Some(s.generation()) {
+                r.uniq.clear();
+                r.uniq.extend_from_slice(update);
+                r.next.clear();
+                r.next.extend_from_slice(gather);
+                r.generation = Some(s.generation());
+            }
         }
         Ok(())
     }
@@ -364,10 +373,10 @@ impl EngramTable {
     }
 
     /// Give the rows `uniq` records (file-backed: materialise and journal them) and put their
-    /// slots in `self.uslots`; `next`'s into `self.nslots` (materialised too). When the same
-    /// rows were readied last (the step's update after its prefetch) and no slot was forgotten
-    /// since, the slots are already there; only the journal is brought up to date (a checkpoint
-    /// may have started a new epoch in between).
+    /// slots in `self.uslots`; `next`'s into `self.nslots` (materialised too). When the last
+    /// prefetch readied the same rows (the step's update after its prefetch) and no slot was
+    /// forgotten since, the slots are already there; only the journal is brought up to date (a
+    /// checkpoint may have started a new epoch in between).
     fn ready_slots(&mut self, uniq: &[u32], next: &[u32]) -> Result<(), TableError> {
         let Store::File(s) = &mut self.store else { return Ok(()) };
         let r = &mut self.readied;
@@ -379,11 +388,6 @@ impl EngramTable {
             self.uslots.extend(uniq.iter().map(|&r| s.slot(r).expect("materialised above")));
             self.nslots.clear();
             self.nslots.extend(next.iter().map(|&r| s.slot(r).expect("materialised above")));
-            r.uniq.clear();
-            r.uniq.extend_from_slice(uniq);
-            r.next.clear();
-            r.next.extend_from_slice(next);
-            r.generation = Some(s.generation());
         }
         s.journal(&self.uslots)
     }
