@@ -50,7 +50,7 @@ use clap::Parser;
 use engram::engram::{EngramConfig, EngramControl};
 use engram::model::{BigramHashConfig, MhcConfig};
 use engram::experiment::{
-    ci95_half_width, engram_base_size_for_rows, engram_table_rows, exit_with, iso_parameter_backbone, mean_std, paired_differences, pm, sweep, SweepArgs, ScienceSetup,
+    ci95_half_width, engram_base_size_for_rows, engram_table_rows, exit_with, iso_parameter_backbone, mean_std, paired_differences, pm, sweep, MemoryOff, SweepArgs, ScienceSetup,
     SweepSpec, SweepSummary,
 };
 use engram::report::table::{render, si};
@@ -277,7 +277,7 @@ fn main_inner() -> anyhow::Result<()> {
         }
         specs.retain(|s| s.group == BASELINE || args.variants.contains(&s.group));
     }
-    let (dir, mut summary) = sweep(c, NAME, specs, args.sweep.seeds, true)?;
+    let (dir, mut summary) = sweep(c, NAME, specs, args.sweep.seeds, MemoryOff::EveryRun)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;

@@ -33,7 +33,7 @@ use std::path::Path;
 use clap::Parser;
 
 use engram::engram::EngramConfig;
-use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
+use engram::experiment::{engram_base_size_for_rows, exit_with, pm, sweep, MemoryOff, SweepArgs, ScienceSetup, SweepSpec, SweepSummary};
 use engram::model::MoeConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
@@ -184,7 +184,7 @@ fn main_inner() -> anyhow::Result<()> {
     let c = &args.sweep.common;
     args.sweep.validate()?;
     let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.sweep.seeds, false)?;
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.sweep.seeds, MemoryOff::Never)?;
     summary.analysis = analysis(&summary);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;

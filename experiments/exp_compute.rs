@@ -23,7 +23,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use engram::engram::EngramConfig;
-use engram::experiment::{ci95_half_width, exit_with, flops_for_bpb, mean_std, pm, sweep, ScienceSetup, SweepArgs, SweepSpec, SweepSummary};
+use engram::experiment::{ci95_half_width, exit_with, flops_for_bpb, mean_std, pm, sweep, MemoryOff, ScienceSetup, SweepArgs, SweepSpec, SweepSummary};
 use engram::model::ModelConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
@@ -218,7 +218,7 @@ fn main_inner() -> anyhow::Result<()> {
     let c = &args.sweep.common;
     args.sweep.validate()?;
     let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup), args.sweep.seeds, false)?;
+    let (dir, mut summary) = sweep(c, NAME, specs(&setup), args.sweep.seeds, MemoryOff::Never)?;
     let worths = worth(&summary);
     summary.analysis = serde_json::json!({ "worth": worths });
     summary.plots = plots(&dir, &summary, &worths)?;

@@ -60,7 +60,7 @@ use engram::config::{ExperimentConfig, TrainConfig};
 use engram::data::{DataConfig, PreparedData};
 use engram::engram::EngramConfig;
 use engram::experiment::{
-    aggregate, cpu_ticks, exit_with, iqr, load_data, median, paired_differences, peak_rss_bytes, pm, prepare_out_dir, reset_peak_rss, run_sweep, time_interleaved, with_seeds, CommonArgs, GroupStats, ScienceSetup,
+    aggregate, cpu_ticks, exit_with, iqr, load_data, median, paired_differences, peak_rss_bytes, pm, prepare_out_dir, reset_peak_rss, MemoryOff, run_sweep, time_interleaved, with_seeds, CommonArgs, GroupStats, ScienceSetup,
     SweepSpec, TimingJob,
 };
 use engram::model::ModelConfig;
@@ -355,7 +355,7 @@ fn loss_comparison(common: &CommonArgs, dir: &Path) -> anyhow::Result<LossFigure
     let seeds = if common.quick { 1 } else { 3 };
     let specs = with_seeds(specs, common.seed, seeds);
     let data = load_data(&specs[0].config.data)?;
-    let runs = run_sweep(&specs, &data, &common.device()?, &dir.join("loss"), !common.no_progress, false, false)?;
+    let runs = run_sweep(&specs, &data, &common.device()?, &dir.join("loss"), !common.no_progress, MemoryOff::Never, false)?;
     let groups = aggregate(&runs);
     let paired = groups.iter().skip(1).map(|g| (g.group.clone(), paired_differences(&runs, &g.group, "adam-f32", |r| Some(r.record.val_bpb)))).collect();
     Ok(LossFigures { groups, paired_vs_adam_f32: paired, wall_seconds: t0.elapsed().as_secs_f64() })

@@ -1,18 +1,30 @@
 //! `exp_scaling` — "infinite memory": validation loss against the number of Engram table slots
-//! at fixed compute (spec §7: the paper finds loss falling linearly in log(slots)).
+//! at fixed compute (spec §7: the paper finds loss falling linearly in log(slots)), from about
+//! 10^3 slots to past 10^9, beyond this machine's memory.
 //!
 //! One backbone (the shared small-scale setup, [`ScienceSetup`]), Engram before block 1 with
 //! 2- and 3-grams × 4 heads of width 16; only the per-head table size changes, over a log
 //! scale. Table size costs no FLOPs (the gather is a lookup), so every Engram run has the same
-//! forward FLOPs per token. Each size and the baseline (the same backbone without Engram) are
-//! trained with the same seeds. The plot shows mean ± std over seeds against the total slots
-//! (log x), the least-squares line of the mean loss on log10(slots) with its slope ± standard
-//! error, and the baseline as a band (mean ± std). For each size, the table's use in
-//! training (replayed for the first seed, [`engram::train::table_use`]): the rows the
-//! updates touched, as a share of the slots, and the distinct 2- and 3-grams behind them.
+//! forward FLOPs per token. Tables of 2^19 rows per head and more (4.2 M slots, 0.8 GB of
+//! records resident) are file-backed ([`TableStore::File`]: rows created on first touch, in a
+//! sparse file inside the run directory), which trains bit-identically to a resident table;
+//! the largest, 2^27 rows per head (1.07 G slots), would take 210 GB resident. Each size and
+//! the baseline (the same backbone without Engram) are trained with the same seeds.
+//!
+//! Reported for each size: mean ± std of bits per byte over seeds, the same with the
+//! memory zeroed for the first seed (a second full evaluation, so only one seed pays it),
+//! and the table's use in
+//! training (replayed for the first seed, [`engram::train::table_use`]): the rows the updates
+//! touched, as a share of the slots, and the distinct 2- and 3-grams behind them. A table
+//! stops gaining from more slots once nearly every n-gram seen has rows of its own (rows
+//! touched near heads × distinct n-grams): there the log-linear law bends. The bend is found
+//! by [`bend_fit`] (one line against two joined lines, by BIC), and the slope ± standard error
+//! is fitted over the linear part only. The plot shows the curve with both fits and the
+//! baseline as a band, and under it the rows touched against the slots.
 //!
 //! ```text
-//! cargo run --bin exp_scaling                 # default: 21 runs, about 25 min on 2 cores
+//! cargo run --bin exp_scaling                 # default: 21 runs of 450 steps, about 25 min on 2 cores
+//! cargo run --bin exp_scaling -- --long       # 4,000 steps per run (9× the tokens): several hours
 //! cargo run --bin exp_scaling -- --quick      # smoke test (< 60 s)
 //! cargo run --bin exp_scaling -- --plot-only  # redraw from runs/exp_scaling/
 //! ```
@@ -21,37 +33,55 @@ use std::path::Path;
 
 use clap::Parser;
 
-use engram::engram::EngramConfig;
 use engram::config::ExperimentConfig;
-use engram::experiment::{exit_with, linear_fit, load_data, pm, sweep, SweepArgs, LinearFit, ScienceSetup, SweepSpec, SweepSummary};
-use engram::train::{table_use, TableUse};
+use engram::engram::EngramConfig;
+use engram::experiment::{bend_fit, exit_with, load_data, pm, sweep, BendFit, MemoryOff, ScienceSetup, SweepArgs, SweepSpec, SweepSummary};
 use engram::report::table::{render, si};
-use engram::report::{line_chart, Chart, HBand, Series, Style};
+use engram::report::{two_panel_chart, Chart, HBand, Series, Style};
 use engram::run_dir::write_json;
+use engram::table::TableStore;
+use engram::train::{table_use, TableUse};
 
 const NAME: &str = "exp_scaling";
-/// Training steps of the default mode. Measured on the 2-core machine while shared (load
-/// average 5–7): 0.13–0.16 s per step with or without Engram (table size does not matter),
-/// 75–90 s per 500-step run with its evaluations; 21 runs of 500 steps took 1,830 s, so the
-/// default is 450 steps (≈ 25 min).
+/// Training steps of the default mode: 450 steps × 16 × 64 tokens (461k tokens). Measured on
+/// the 2-core machine: 0.13–0.16 s per step with or without Engram, whatever the table size
+/// or store; 21 runs of 500 steps took 1,830 s, so 450 steps keep the default near 25 min.
 const DEFAULT_STEPS: usize = 450;
-/// Per-head base table sizes (the primes above them are the real sizes), default mode.
-const DEFAULT_SIZES: [u64; 6] = [64, 256, 1_024, 4_096, 16_384, 65_536];
-/// Per-head base table sizes, `--quick`.
-const QUICK_SIZES: [u64; 5] = [64, 256, 1_024, 4_096, 16_384];
+/// Training steps with `--long` (4.1 M tokens per run).
+const LONG_STEPS: usize = 4_000;
+/// Per-head base table sizes (the primes above them are the real sizes), default and
+/// `--long`: 2^7 … 2^27, ×16 apart (8 heads: 1.0 k … 1.07 G slots).
+const DEFAULT_SIZES: [u64; 6] = [1 << 7, 1 << 11, 1 << 15, 1 << 19, 1 << 23, 1 << 27];
+/// Per-head base table sizes, `--quick`; the largest is file-backed.
+const QUICK_SIZES: [u64; 5] = [64, 512, 4_096, 32_768, 1 << 23];
+/// Per-head base sizes from which the tables live in files (2^19 × 8 heads × 196 bytes per
+/// record would be 0.8 GB resident).
+const FILE_FROM_SIZE: u64 = 1 << 19;
 const BASELINE: &str = "baseline";
 
 #[derive(Parser)]
-#[command(name = NAME, about = "Validation loss vs Engram table slots at fixed compute, with a log-linear fit and the baseline")]
+#[command(name = NAME, about = "Validation loss vs Engram table slots (10^3 to 10^9, file-backed beyond RAM) at fixed compute, with where the log-linear law bends")]
 struct Args {
     #[command(flatten)]
     sweep: SweepArgs,
+    /// 4,000 steps per run instead of 450 (several hours; results in runs/exp_scaling-long/).
+    #[arg(long, conflicts_with_all = ["quick", "steps"])]
+    long: bool,
+}
+
+/// The store of a per-head base size.
+fn store_of(size: u64) -> TableStore {
+    if size >= FILE_FROM_SIZE {
+        TableStore::File
+    } else {
+        TableStore::Resident
+    }
 }
 
 fn specs(setup: &ScienceSetup, sizes: &[u64]) -> Vec<SweepSpec> {
     let mut out = vec![SweepSpec { group: BASELINE.into(), x: None, config: setup.config(BASELINE, setup.backbone()) }];
     for &size in sizes {
-        let engram = EngramConfig { layer_ids: vec![setup.engram_block], table_size: vec![size, size], ..EngramConfig::default() };
+        let engram = EngramConfig { layer_ids: vec![setup.engram_block], table_size: vec![size, size], table_store: store_of(size), ..EngramConfig::default() };
         let group = format!("engram-t{size}");
         out.push(SweepSpec { group: group.clone(), x: None, config: setup.config(&group, setup.backbone().with_engram(engram)) });
     }
@@ -66,14 +96,20 @@ fn set_slots(summary: &mut SweepSummary) {
     summary.groups = engram::experiment::aggregate(&summary.runs);
 }
 
-fn fit(summary: &SweepSummary) -> Option<LinearFit> {
+fn fit(summary: &SweepSummary) -> Option<BendFit> {
     let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
     let xs: Vec<f64> = eng.iter().map(|g| g.x.unwrap_or(f64::NAN).log10()).collect();
     let ys: Vec<f64> = eng.iter().map(|g| g.val_bpb_mean).collect();
-    linear_fit(&xs, &ys)
+    bend_fit(&xs, &ys)
 }
 
-fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow::Result<Vec<String>> {
+/// Rows an n-gram set can fill at most: every distinct n-gram of every order in its own row
+/// of each of the order's heads.
+fn ngram_rows(u: &TableUse, heads_per_order: u64) -> u64 {
+    u.distinct_ngrams.iter().sum::<u64>() * heads_per_order
+}
+
+fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(String, TableUse)]) -> anyhow::Result<Vec<String>> {
     let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
     let mut series = vec![Series {
         label: format!("Engram (mean ± std over {} seeds)", summary.seeds),
@@ -82,17 +118,22 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
         style: Style::LinePoints,
     }];
     let mut annotations = Vec::new();
-    if let (Some(f), Some(lo), Some(hi)) = (fit, eng.first().and_then(|g| g.x), eng.last().and_then(|g| g.x)) {
-        let line = |x: f64| f.intercept + f.slope * x.log10();
-        series.push(Series { label: "least-squares fit on log10(slots)".into(), points: vec![(lo, line(lo)), (hi, line(hi))], y_err: None, style: Style::Line });
-        annotations.push(format!("slope = {:+.4} ± {:.4} bits per byte per 10× slots", f.slope, f.slope_se));
-        annotations.push(format!("R² = {:.3}, {} sizes", f.r2, f.n));
+    if let (Some(f), Some(lo), Some(hi)) = (fit, eng.first().and_then(|g| g.x), eng.get(fit.map_or(0, |f| f.linear_points.max(1) - 1)).and_then(|g| g.x)) {
+        let line = |x: f64| f.linear.intercept + f.linear.slope * x.log10();
+        let part = if f.bend_x.is_some() { "linear part" } else { "all sizes" };
+        series.push(Series { label: format!("least-squares fit on log10(slots), {part}"), points: vec![(lo, line(lo)), (hi, line(hi))], y_err: None, style: Style::Line });
+        annotations.push(format!("slope = {:+.4} ± {:.4} bits per byte per 10× slots", f.linear.slope, f.linear.slope_se));
+        annotations.push(format!("R² = {:.3} over {} sizes", f.linear.r2, f.linear.n));
+        match (f.bend_x, f.slope_after) {
+            (Some(b), Some(after)) => annotations.push(format!("bend at {} slots; slope after {after:+.4}", si(10f64.powf(b)))),
+            _ => annotations.push("no bend (one line fits better, BIC)".into()),
+        }
     }
     let bands = summary
         .group(BASELINE)
         .map(|b| vec![HBand { label: format!("baseline without Engram ({})", pm(b.val_bpb_mean, b.val_bpb_std)), center: b.val_bpb_mean, half_width: b.val_bpb_std }])
         .unwrap_or_default();
-    let chart = Chart {
+    let top = Chart {
         title: "Validation bits per byte vs Engram table slots (fixed compute)".into(),
         x_label: "table slots (rows of all heads)".into(),
         y_label: "final validation loss (bits per byte)".into(),
@@ -103,12 +144,38 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&LinearFit>) -> anyhow:
         bands,
         annotations,
     };
-    Ok(line_chart(&chart, &dir.join("loss_vs_slots"))?.iter().map(|p| p.display().to_string()).collect())
+    let used: Vec<(f64, f64)> = eng
+        .iter()
+        .filter_map(|g| Some((g.x?, uses.iter().find(|(n, _)| n == &g.group)?.1.rows_touched.iter().sum::<u64>() as f64)))
+        .collect();
+    let mut bottom_series = vec![
+        Series { label: "rows touched in training (first seed)".into(), points: used.clone(), y_err: None, style: Style::LinePoints },
+        Series { label: "every slot".into(), points: used.iter().map(|&(x, _)| (x, x)).collect(), y_err: None, style: Style::Line },
+    ];
+    if let (Some((_, u)), Some(lo), Some(hi)) = (uses.first(), used.first(), used.last()) {
+        let cap = ngram_rows(u, HEADS_PER_ORDER) as f64;
+        bottom_series.push(Series { label: "4 heads × distinct 2- and 3-grams seen".into(), points: vec![(lo.0, cap), (hi.0, cap)], y_err: None, style: Style::Line });
+    }
+    let bottom = Chart {
+        title: "Table use: rows the updates touched".into(),
+        x_label: "table slots (rows of all heads)".into(),
+        y_label: "rows".into(),
+        log_x: true,
+        log_y: true,
+        y_from_zero: false,
+        series: bottom_series,
+        bands: Vec::new(),
+        annotations: Vec::new(),
+    };
+    Ok(two_panel_chart(&top, &bottom, &dir.join("loss_vs_slots"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
+/// Heads per n-gram order (`EngramConfig::default().n_head_per_ngram`).
+const HEADS_PER_ORDER: u64 = 4;
+
 /// Each Engram size's table use in training (its first seed's run, replayed from the run
-/// directory's config.json): rows touched and distinct n-grams.
-fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String, TableUse)>> {
+/// directory's config.json): rows touched and distinct n-grams, and the table store.
+fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String, TableUse, TableStore)>> {
     let mut data = None;
     let mut out = Vec::new();
     for g in summary.groups.iter().filter(|g| g.x.is_some()) {
@@ -119,40 +186,58 @@ fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String,
         if data.is_none() {
             data = Some(load_data(&cfg.data)?);
         }
-        out.push((g.group.clone(), table_use(&cfg, data.as_ref().expect("loaded above"))?));
+        let store = cfg.model.engram.as_ref().map_or(TableStore::Resident, |e| e.table_store);
+        out.push((g.group.clone(), table_use(&cfg, data.as_ref().expect("loaded above"))?, store));
     }
     Ok(out)
 }
 
-fn print_table(summary: &SweepSummary, fit: Option<&LinearFit>, uses: &[(String, TableUse)]) {
+fn print_table(summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(String, TableUse, TableStore)]) {
     let base = summary.group(BASELINE).map(|b| b.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
         .iter()
         .map(|g| {
+            let u = uses.iter().find(|(n, _, _)| n == &g.group);
             vec![
                 g.group.clone(),
                 g.x.map(si).unwrap_or_else(|| "-".into()),
+                u.map_or_else(|| "-".into(), |(_, _, s)| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
                 si(g.flops_per_token as f64),
                 g.n.to_string(),
                 pm(g.val_bpb_mean, g.val_bpb_std),
-                g.val_bpb_memory_off_mean.map(|m| pm(m, g.val_bpb_memory_off_std.unwrap_or(0.0))).unwrap_or_else(|| "-".into()),
+                g.val_bpb_memory_off_mean.map(|m| format!("{m:.4}")).unwrap_or_else(|| "-".into()),
                 base.map(|b| format!("{:+.4}", g.val_bpb_mean - b)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
-                uses.iter().find(|(n, _)| n == &g.group).map_or_else(|| "-".into(), |(_, u)| {
+                u.map_or_else(|| "-".into(), |(_, u, _)| {
                     let rows = u.rows_touched.iter().sum::<u64>();
-                    format!("{} ({:.0} %)", si(rows as f64), 100.0 * rows as f64 / g.x.unwrap_or(f64::NAN))
+                    format!("{} ({:.2} %)", si(rows as f64), 100.0 * rows as f64 / g.x.unwrap_or(f64::NAN))
                 }),
-                uses.iter().find(|(n, _)| n == &g.group).map_or_else(|| "-".into(), |(_, u)| u.distinct_ngrams.iter().map(|&n| si(n as f64)).collect::<Vec<_>>().join(" / ")),
+                u.map_or_else(|| "-".into(), |(_, u, _)| format!("{:.0} %", 100.0 * u.rows_touched.iter().sum::<u64>() as f64 / ngram_rows(u, HEADS_PER_ORDER) as f64)),
+                u.map_or_else(|| "-".into(), |(_, u, _)| u.distinct_ngrams.iter().map(|&n| si(n as f64)).collect::<Vec<_>>().join(" / ")),
             ]
         })
         .collect();
-    println!("{}", render(&["config", "slots", "FLOPs/tok", "seeds", "val bpb", "memory off", "Δ baseline", "s/run", "rows touched (of slots)", "distinct 2- / 3-grams"], &rows));
+    println!(
+        "{}",
+        render(&["config", "slots", "store", "FLOPs/tok", "seeds", "val bpb", "memory off (first seed)", "Δ baseline", "s/run", "rows touched (of slots)", "of 4 × n-grams", "distinct 2- / 3-grams"], &rows)
+    );
     match fit {
-        Some(f) => println!(
-            "\nlog-linear fit over {} sizes: bpb = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
-            f.n, f.intercept, f.slope, f.slope, f.slope_se, f.r2
-        ),
+        Some(f) => {
+            match (f.bend_x, f.slope_after) {
+                (Some(b), Some(after)) => println!(
+                    "\nthe log-linear law bends at {} slots (two joined lines: BIC {:.1} against {:.1} for one); slope after the bend {after:+.4}",
+                    si(10f64.powf(b)),
+                    f.bic_bend.unwrap_or(f64::NAN),
+                    f.bic_line
+                ),
+                _ => println!("\nno bend: one line fits the {} sizes better than two joined lines (BIC {:.1} against {:.1})", f.linear.n, f.bic_line, f.bic_bend.unwrap_or(f64::NAN)),
+            }
+            println!(
+                "log-linear fit over the {} sizes of the linear part: bpb = {:.4} {:+.4} · log10(slots); slope ± se = {:+.4} ± {:.4} (R² {:.3})",
+                f.linear.n, f.linear.intercept, f.linear.slope, f.linear.slope, f.linear.slope_se, f.linear.r2
+            );
+        }
         None => println!("\nno fit (fewer than two table sizes)"),
     }
 }
@@ -161,15 +246,22 @@ fn main_inner() -> anyhow::Result<()> {
     let args = Args::parse();
     let c = &args.sweep.common;
     args.sweep.validate()?;
-    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
+    let steps = if args.long { Some(LONG_STEPS) } else { args.sweep.steps };
+    let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, steps).with_tokenizer(c.tokenizer);
     let sizes: &[u64] = if c.quick { &QUICK_SIZES } else { &DEFAULT_SIZES };
-    let (dir, mut summary) = sweep(c, NAME, specs(&setup, sizes), args.sweep.seeds, true)?;
+    let name = if args.long { "exp_scaling-long" } else { NAME };
+    let (dir, mut summary) = sweep(c, name, specs(&setup, sizes), args.sweep.seeds, MemoryOff::FirstSeed)?;
     set_slots(&mut summary);
     let f = fit(&summary);
     let uses = table_uses(&dir, &summary)?;
-    let use_json: Vec<serde_json::Value> = uses.iter().map(|(g, u)| serde_json::json!({ "group": g, "use": u })).collect();
-    summary.analysis = serde_json::json!({ "fit_bpb_on_log10_slots": f, "table_use_first_seed": use_json });
-    summary.plots = plots(&dir, &summary, f.as_ref())?;
+    let use_json: Vec<serde_json::Value> = uses.iter().map(|(g, u, s)| serde_json::json!({ "group": g, "store": s, "use": u })).collect();
+    let plain: Vec<(String, TableUse)> = uses.iter().map(|(g, u, _)| (g.clone(), u.clone())).collect();
+    summary.analysis = serde_json::json!({
+        "fit_bpb_on_log10_slots": f.map(|f| f.linear),
+        "bend": f,
+        "table_use_first_seed": use_json,
+    });
+    summary.plots = plots(&dir, &summary, f.as_ref(), &plain)?;
     write_json(&dir.join("summary.json"), &summary)?;
     print_table(&summary, f.as_ref(), &uses);
     println!("\n{} runs, {:.0} s; results in {}", summary.runs.len(), summary.wall_seconds, dir.display());

@@ -64,6 +64,10 @@ fn exp_scaling_quick_writes_runs_fit_and_plot() {
     let fit = &s.analysis["fit_bpb_on_log10_slots"];
     assert!(fit["slope"].is_f64() && fit["slope_se"].is_f64(), "fit in the summary: {fit}");
     assert!(s.groups.iter().filter(|g| g.x.is_some()).all(|g| g.val_bpb_memory_off_mean.is_some()));
+    // Memory off is evaluated for the first seed of each size only.
+    for r in s.runs.iter().filter(|r| r.x.is_some()) {
+        assert_eq!(r.record.val_bpb_memory_off.is_some(), r.record.seed == 0, "{}", r.record.name);
+    }
     assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_slots.png")));
     // Table use per size: rows touched never above the slots, more with a larger table.
     let uses = s.analysis["table_use_first_seed"].as_array().expect("table use in the summary");
@@ -74,6 +78,19 @@ fn exp_scaling_quick_writes_runs_fit_and_plot() {
     }
     assert!(touched.windows(2).all(|w| w[1] >= w[0]), "{touched:?}");
     assert!(uses.iter().all(|u| u["use"]["distinct_ngrams"] == uses[0]["use"]["distinct_ngrams"]), "the same windows for every size (first seed)");
+    // The largest table lives in a file holding only the rows touched, the small ones in memory.
+    let stores: Vec<&str> = uses.iter().map(|u| u["store"].as_str().unwrap()).collect();
+    assert_eq!((stores[0], *stores.last().unwrap()), ("resident", "file"), "{stores:?}");
+    let largest = s.runs.iter().find(|r| r.x == sizes.last().copied()).expect("a run of the largest size");
+    let slab = dir.join(&largest.record.name).join("tables").join("table-0.slab");
+    let len = std::fs::metadata(&slab).unwrap_or_else(|e| panic!("{}: {e}", slab.display())).len();
+    assert!(len < (*touched.last().unwrap() as u64 + 100) * 256, "{len} bytes for {} touched rows", touched.last().unwrap());
+    // Where the law bends (or that it does not), with the linear part's fit.
+    let bend = &s.analysis["bend"];
+    let points = bend["linear_points"].as_u64().expect("the bend fit in the summary") as usize;
+    assert!((2..=sizes.len()).contains(&points), "{bend}");
+    assert_eq!(bend["bend_x"].is_null(), points == sizes.len(), "{bend}");
+    assert_eq!(bend["linear"], *fit, "the reported fit is the linear part's");
 
     // A finished experiment is not replaced without --overwrite: a message, not a panic.
     let again = run(bin, &["--quick", "--no-progress", "--out", dir.to_str().unwrap()]);

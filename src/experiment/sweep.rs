@@ -116,8 +116,9 @@ pub fn aggregate(runs: &[SweepRun]) -> Vec<GroupStats> {
             let bpb: Vec<f64> = members.iter().map(|r| r.record.val_bpb).collect();
             let (val_bpb_mean, val_bpb_std) = mean_std(&bpb);
             let losses: Vec<f64> = members.iter().map(|r| r.record.val_loss as f64).collect();
-            let off: Option<Vec<f64>> = members.iter().map(|r| r.record.val_bpb_memory_off).collect();
-            let off = off.filter(|v| !v.is_empty()).map(|v| mean_std(&v));
+            // Over the runs evaluated with memory off ([`MemoryOff`]).
+            let off: Vec<f64> = members.iter().filter_map(|r| r.record.val_bpb_memory_off).collect();
+            let off = (!off.is_empty()).then(|| mean_std(&off));
             let walls: Vec<f64> = members.iter().map(|r| r.record.wall_seconds).collect();
             GroupStats {
                 group,
@@ -240,13 +241,30 @@ fn finished_run(cfg: &ExperimentConfig, dir: &Path) -> Option<RunResult> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()
 }
 
+/// Which runs of a sweep are also evaluated with their Engram memory zeroed (a second full
+/// evaluation, about a third of an Engram run's time here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryOff {
+    /// None.
+    Never,
+    /// Every run with Engram.
+    EveryRun,
+    /// The first run of each configuration (its first seed).
+    FirstSeed,
+}
+
 /// Train every spec into `out/<name>/`, printing one line per finished run. With `reuse`, a
 /// run whose directory already holds a finished run of the same configuration (an
 /// interrupted experiment) is read back instead of trained again.
-pub fn run_sweep(specs: &[SweepSpec], data: &PreparedData, device: &Device, out: &Path, progress: bool, eval_memory_off: bool, reuse: bool) -> anyhow::Result<Vec<SweepRun>> {
+pub fn run_sweep(specs: &[SweepSpec], data: &PreparedData, device: &Device, out: &Path, progress: bool, memory_off: MemoryOff, reuse: bool) -> anyhow::Result<Vec<SweepRun>> {
     let mut runs = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let cfg = &spec.config;
+        let eval_memory_off = match memory_off {
+            MemoryOff::Never => false,
+            MemoryOff::EveryRun => true,
+            MemoryOff::FirstSeed => !specs[..i].iter().any(|s| s.group == spec.group),
+        };
         let dir = out.join(&cfg.name);
         let (r, how) = match reuse.then(|| finished_run(cfg, &dir)).flatten() {
             Some(r) => (r, "reused"),
@@ -293,7 +311,7 @@ pub fn with_seeds(specs: Vec<SweepSpec>, base_seed: u64, n_seeds: usize) -> Vec<
 ///
 /// Returns the output directory and the summary with `runs` and `groups` filled; the caller
 /// adds its `analysis` and `plots` and writes it with [`crate::run_dir::write_json`].
-pub fn sweep(common: &CommonArgs, experiment: &str, specs: Vec<SweepSpec>, n_seeds: usize, eval_memory_off: bool) -> anyhow::Result<(PathBuf, SweepSummary)> {
+pub fn sweep(common: &CommonArgs, experiment: &str, specs: Vec<SweepSpec>, n_seeds: usize, memory_off: MemoryOff) -> anyhow::Result<(PathBuf, SweepSummary)> {
     let dir = common.out_dir(experiment);
     if common.plot_only {
         let summary = SweepSummary::read(&dir)?;
@@ -305,7 +323,7 @@ pub fn sweep(common: &CommonArgs, experiment: &str, specs: Vec<SweepSpec>, n_see
     let first = specs.first().ok_or_else(|| anyhow::anyhow!("{experiment}: no configurations"))?;
     let data = load_data(&first.config.data)?;
     let t0 = std::time::Instant::now();
-    let runs = run_sweep(&specs, &data, &device, &dir, !common.no_progress, eval_memory_off, !common.overwrite)?;
+    let runs = run_sweep(&specs, &data, &device, &dir, !common.no_progress, memory_off, !common.overwrite)?;
     let groups = aggregate(&runs);
     let summary = SweepSummary {
         experiment: experiment.to_string(),
