@@ -22,6 +22,15 @@
 //! its value/key projections and short conv (≈ 4 % of the backbone's FLOPs) to every run with
 //! memory — the paper's iso-FLOPs comparisons carry the same small Engram overhead.
 //!
+//! # Do the experts get a fair chance?
+//! Each token makes `k = 2` routed assignments per block, so over training every routed
+//! expert of an `E`-expert block receives on average `2 · tokens / E` tokens (exact, not
+//! sampled): 64k at 16 experts, 410k at 2 (both always active). How evenly the trained router
+//! spreads them is measured on the first seed's final model routing 256 held-out windows
+//! ([`engram::train::LoadedRun::expert_counts`]): the least- and most-used experts' shares and
+//! the effective number of experts `exp(H)` of the shares (E when perfectly balanced), from
+//! which the least-used expert's training tokens are estimated. `--steps` trains longer.
+//!
 //! ```text
 //! cargo run --bin exp_allocation                 # default: 18 runs, about 25 min on 2 cores
 //! cargo run --bin exp_allocation -- --quick      # smoke test (< 60 s)
@@ -139,7 +148,66 @@ fn plots(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<String>> {
     Ok(line_chart(&chart, &dir.join("loss_vs_memory_share"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
-fn analysis(summary: &SweepSummary) -> serde_json::Value {
+/// Held-out windows the trained routers are measured on.
+const ROUTING_WINDOWS: usize = 256;
+
+/// How one group's trained routers spread the tokens over their experts (first seed).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct ExpertUse {
+    group: String,
+    /// Routed experts per block.
+    experts: usize,
+    /// Average training tokens per routed expert: `top_k · train_tokens / E` (exact).
+    train_tokens_per_expert: f64,
+    /// Per MoE block: tokens routed to each expert over the held-out windows.
+    held_out_counts: Vec<Vec<usize>>,
+    /// Least- and most-used expert's share of the assignments (over blocks: min and max).
+    min_share: f64,
+    max_share: f64,
+    /// `exp(entropy)` of the shares, averaged over blocks (E when balanced).
+    effective_experts: f64,
+    /// The least-used expert's training tokens, estimated as `top_k · train_tokens · min_share`.
+    least_used_train_tokens: f64,
+}
+
+/// The routing of each group's first-seed run, loaded from its directory.
+fn expert_use(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<ExpertUse>> {
+    let device = burn::tensor::Device::flex();
+    let mut out = Vec::new();
+    for g in &summary.groups {
+        let Some(run) = summary.runs.iter().find(|r| r.group == g.group) else { continue };
+        let loaded = engram::train::LoadedRun::load(&dir.join(&run.record.name), &device)?;
+        let counts = loaded.expert_counts(ROUTING_WINDOWS, &device)?;
+        let experts = counts.first().map_or(0, Vec::len);
+        if experts == 0 {
+            continue;
+        }
+        let shares: Vec<Vec<f64>> = counts
+            .iter()
+            .map(|c| {
+                let total = c.iter().sum::<usize>().max(1) as f64;
+                c.iter().map(|&n| n as f64 / total).collect()
+            })
+            .collect();
+        let flat = || shares.iter().flatten().copied();
+        let min_share = flat().fold(f64::INFINITY, f64::min);
+        let entropy = |s: &Vec<f64>| -s.iter().filter(|&&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>();
+        let assignments = (TOP_K as u64 * run.record.train_tokens) as f64;
+        out.push(ExpertUse {
+            group: g.group.clone(),
+            experts,
+            train_tokens_per_expert: assignments / experts as f64,
+            held_out_counts: counts.clone(),
+            min_share,
+            max_share: flat().fold(0.0, f64::max),
+            effective_experts: shares.iter().map(|s| entropy(s).exp()).sum::<f64>() / shares.len() as f64,
+            least_used_train_tokens: assignments * min_share,
+        });
+    }
+    Ok(out)
+}
+
+fn analysis(summary: &SweepSummary, uses: &[ExpertUse]) -> serde_json::Value {
     let g = &summary.groups;
     let best = g.iter().min_by(|a, b| a.val_bpb_mean.total_cmp(&b.val_bpb_mean));
     let pure_moe = g.first();
@@ -149,16 +217,18 @@ fn analysis(summary: &SweepSummary) -> serde_json::Value {
         "pure_moe_val_bpb_mean": pure_moe.map(|p| p.val_bpb_mean),
         "sparse_params": g.iter().map(|g| g.params_sparse).collect::<Vec<_>>(),
         "flops_per_token": g.iter().map(|g| g.flops_per_token).collect::<Vec<_>>(),
+        "expert_use_first_seed": uses,
     })
 }
 
-fn print_table(summary: &SweepSummary) {
+fn print_table(summary: &SweepSummary, uses: &[ExpertUse]) {
     let pure = summary.groups.first().map(|g| g.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
         .iter()
         .map(|g| {
             let experts = summary.runs.iter().find(|r| r.group == g.group).map(|r| r.params_experts).unwrap_or(0);
+            let u = uses.iter().find(|u| u.group == g.group);
             vec![
                 g.group.clone(),
                 format!("{:.0} %", g.x.unwrap_or(f64::NAN)),
@@ -170,13 +240,21 @@ fn print_table(summary: &SweepSummary) {
                 pm(g.val_bpb_mean, g.val_bpb_std),
                 pure.map(|p| format!("{:+.4}", g.val_bpb_mean - p)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
+                u.map_or_else(|| "-".into(), |u| si(u.train_tokens_per_expert)),
+                u.map_or_else(|| "-".into(), |u| format!("{:.1} / {:.1} %", 100.0 * u.min_share, 100.0 * u.max_share)),
+                u.map_or_else(|| "-".into(), |u| format!("{:.1} of {}", u.effective_experts, u.experts)),
+                u.map_or_else(|| "-".into(), |u| si(u.least_used_train_tokens)),
             ]
         })
         .collect();
     println!(
         "{}",
-        render(&["config", "memory", "experts", "table", "sparse", "activated", "FLOPs/tok", "val bpb", "Δ pure MoE", "s/run"], &rows)
+        render(
+            &["config", "memory", "experts", "table", "sparse", "activated", "FLOPs/tok", "val bpb", "Δ pure MoE", "s/run", "tokens/expert", "min / max share", "effective experts", "least-used tokens"],
+            &rows
+        )
     );
+    println!("(tokens/expert: top-2 assignments per routed expert in training, exact; shares and effective experts exp(H): the first seed's trained routers on {ROUTING_WINDOWS} held-out windows; least-used tokens: estimated from its share)");
 }
 
 fn main_inner() -> anyhow::Result<()> {
@@ -185,10 +263,15 @@ fn main_inner() -> anyhow::Result<()> {
     args.sweep.validate()?;
     let setup = ScienceSetup::new(c.quick, DEFAULT_STEPS, args.sweep.steps).with_tokenizer(c.tokenizer);
     let (dir, mut summary) = sweep(c, NAME, specs(&setup, &Budget::new(c.quick)), args.sweep.seeds, MemoryOff::Never)?;
-    summary.analysis = analysis(&summary);
+    // Redrawing reads the routing measured when the experiment ran.
+    let uses = match (c.plot_only, summary.analysis.get("expert_use_first_seed")) {
+        (true, Some(u)) => serde_json::from_value(u.clone())?,
+        _ => expert_use(&dir, &summary)?,
+    };
+    summary.analysis = analysis(&summary, &uses);
     summary.plots = plots(&dir, &summary)?;
     write_json(&dir.join("summary.json"), &summary)?;
-    print_table(&summary);
+    print_table(&summary, &uses);
     if let Some(best) = summary.groups.iter().min_by(|a, b| a.val_bpb_mean.total_cmp(&b.val_bpb_mean)) {
         println!("\nlowest mean validation bits per byte: {} ({:.0} % memory)", best.group, best.x.unwrap_or(f64::NAN));
     }

@@ -132,6 +132,22 @@ fn exp_allocation_quick_holds_the_sparse_budget_fixed() {
     assert!(s.runs.iter().any(|r| r.params_experts > 0));
     assert!(s.analysis["best_memory_share_percent"].is_f64());
     assert!(s.plots.iter().any(|p| p.ends_with("loss_vs_memory_share.png")));
+    // Every group's routing: per MoE block, the held-out windows' assignments (64 tokens × top-2
+    // each) spread over its experts; the training tokens per expert follow from E.
+    let uses = s.analysis["expert_use_first_seed"].as_array().expect("expert use in the summary");
+    assert_eq!(uses.len(), s.groups.len());
+    for (u, g) in uses.iter().zip(&s.groups) {
+        let e = u["experts"].as_u64().unwrap();
+        assert!(g.group.ends_with(&format!("-e{e}")), "{} has {e} experts", g.group);
+        let blocks = u["held_out_counts"].as_array().unwrap();
+        assert_eq!(blocks.len(), 2, "both blocks are MoE");
+        let sums: Vec<u64> = blocks.iter().map(|c| c.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum()).collect();
+        assert!(sums.iter().all(|&n| n == sums[0] && n > 0 && n % (2 * 32) == 0), "{sums:?}");
+        let run = s.runs.iter().find(|r| r.group == g.group).unwrap();
+        assert_eq!(u["train_tokens_per_expert"].as_f64().unwrap(), (2 * run.record.train_tokens) as f64 / e as f64);
+        let (lo, hi, eff) = (u["min_share"].as_f64().unwrap(), u["max_share"].as_f64().unwrap(), u["effective_experts"].as_f64().unwrap());
+        assert!(lo <= 1.0 / e as f64 + 1e-12 && hi >= 1.0 / e as f64 - 1e-12 && eff <= e as f64 + 1e-9 && eff >= 1.0, "{u}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -101,11 +101,35 @@ impl Block {
 
     /// [`Block::forward_streams`], pushing each mHC sublayer's `comb` onto `combs` when given.
     pub(crate) fn forward_recording(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope, combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
-        let x = match (&self.engram, memory) {
+        self.sublayers_recording(self.add_engram(x, memory), rope, combs)
+    }
+
+    /// [`Block::forward_streams`], giving instead of the load-balancing loss the tokens routed
+    /// to each expert of an MoE block (`None` for a dense feed-forward).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, M, D]`; `memory`: `[B, T, d_mem]` when this block has Engram
+    /// - output: `[B, T, M, D]`, `E` counts summing to `B·T·k`
+    pub fn forward_counting_experts(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<4>, Option<Vec<usize>>) {
+        let x = self.attention_sublayer(self.add_engram(x, memory), rope, None);
+        self.residual(self.hc_ffn.as_ref(), x, None, |u| {
+            let h = rms_norm_module(&self.norm_mlp, u);
+            match &self.moe {
+                Some(moe) => {
+                    let (y, _, counts) = moe.forward_counted(h);
+                    (y, Some(counts))
+                }
+                None => (self.ffn(h).0, None),
+            }
+        })
+    }
+
+    /// `x` plus the Engram layer's output, when this block has Engram and is given a memory.
+    fn add_engram(&self, x: Tensor<4>, memory: Option<Tensor<3>>) -> Tensor<4> {
+        match (&self.engram, memory) {
             (Some(engram), Some(mem)) => x.clone() + engram.forward(x, mem),
             _ => x,
-        };
-        self.sublayers_recording(x, rope, combs)
+        }
     }
 
     /// The block after its Engram layer: attention, then the feed-forward, on streams `x` with
@@ -119,8 +143,13 @@ impl Block {
     }
 
     fn sublayers_recording(&self, x: Tensor<4>, rope: &Rope, mut combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
-        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, combs.as_deref_mut(), |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ()));
+        let x = self.attention_sublayer(x, rope, combs.as_deref_mut());
         self.residual(self.hc_ffn.as_ref(), x, combs, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)))
+    }
+
+    /// The attention sublayer with its residual (and mHC mixing).
+    fn attention_sublayer(&self, x: Tensor<4>, rope: &Rope, combs: Option<&mut Vec<Tensor<4>>>) -> Tensor<4> {
+        self.residual(self.hc_attn.as_ref(), x, combs, |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ())).0
     }
 
     /// One residual sublayer around `f` (which applies the block's norm and the sublayer):

@@ -186,6 +186,16 @@ impl Moe {
     /// # Shapes
     /// - `x`: `[B, T, D]` → `([B, T, D], [1])`
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<1>) {
+        let (y, aux, _) = self.forward_counted(x);
+        (y, aux)
+    }
+
+    /// [`Moe::forward`], also giving the assignments each routed expert received (tokens
+    /// routed to it; they sum to `B·T·k`).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, D]` → `([B, T, D], [1], E counts)`
+    pub fn forward_counted(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<1>, Vec<usize>) {
         let [b, t, d] = x.dims();
         let n = b * t;
         let k = self.top_k;
@@ -219,7 +229,7 @@ impl Moe {
         let per_slot = grouped.select(0, index(position)).reshape([n, k, d]); // [N, k, D]
         let y = (per_slot * routing.gates.clone().reshape([n, k, 1])).sum_dim(1).reshape([b, t, d]); // [B, T, D]
         let aux = Self::aux_loss(&routing);
-        (self.add_shared(y, x), aux)
+        (self.add_shared(y, x), aux, routing.counts)
     }
 
     /// The same function computed densely: every expert on every token, weighted by the top-k

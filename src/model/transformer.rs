@@ -290,6 +290,21 @@ impl Transformer {
         (x, aux_sum.map(|s| s / n_aux as f32))
     }
 
+    /// The forward pass of [`Transformer::forward`] counting, for every MoE block (in block
+    /// order), the tokens routed to each of its experts; empty for a model without MoE.
+    pub fn expert_counts(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> Vec<Vec<usize>> {
+        let mut x = self.enter(tokens);
+        let mut mem_iter = memories.iter();
+        let mut out = Vec::new();
+        for block in &self.blocks {
+            let mem = block.engram.as_ref().map(|_| mem_iter.next().expect("one EngramMemory per Engram block").embeddings());
+            let (y, counts) = block.forward_counting_experts(x, mem, &self.rope);
+            x = y;
+            out.extend(counts);
+        }
+        out
+    }
+
     /// The mHC amax gain ([`AmaxGain`]) of the whole stack on `tokens`: the forward pass of
     /// [`Transformer::forward`] keeping every sublayer's `comb`. `None` without mHC.
     pub fn amax_gain(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> Option<AmaxGain> {

@@ -99,6 +99,24 @@ impl LoadedRun {
         Ok(Self { dir: PathBuf::from("(untrained)"), cfg, data, model, hosts })
     }
 
+    /// Tokens routed to each expert of every MoE block (in block order) while the model reads
+    /// `windows` windows of the run's sequence length, evenly spaced over the held-out tokens
+    /// (fewer when the held-out text is shorter); empty for a model without MoE. A window
+    /// makes `seq_len · top_k` assignments per block.
+    pub fn expert_counts(&self, windows: usize, device: &Device) -> Result<Vec<Vec<usize>>, LoadError> {
+        let t = self.cfg.train.seq_len;
+        let val = &self.data.val;
+        let n = windows.min(val.len() / t.max(1));
+        if self.cfg.model.moe.is_none() || n == 0 {
+            return Ok(Vec::new());
+        }
+        let stride = (val.len() - t) / n.max(2).saturating_sub(1).max(1);
+        let ids: Vec<u32> = (0..n).flat_map(|w| val[w * stride..w * stride + t].iter().copied()).collect();
+        let mems = self.hosts.iter().map(|h| h.lookup(&ids, [n, t], device).map(|l| l.into_memory())).collect::<Result<Vec<_>, _>>().map_err(TrainError::from)?;
+        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids.iter().map(|&x| x as i32).collect::<Vec<_>>(), [n, t]), device);
+        Ok(self.model.expert_counts(input, &mems))
+    }
+
     /// The run's tokenizer.
     pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer, LoadError> {
         self.cfg.data.load_tokenizer().map_err(|e| LoadError::Text(e.to_string()))

@@ -227,6 +227,51 @@ fn moe_model_is_causal_and_returns_its_aux_loss() {
 }
 
 #[test]
+fn expert_counts_are_the_routers_choices_block_by_block() {
+    let device = Device::flex();
+    for engram in [None, Some(engram_cfg())] {
+        let mut cfg = ModelConfig::tiny(37, 16).with_moe(moe_cfg());
+        cfg.engram = engram;
+        let mut model = cfg.init(&device);
+        // Routers large enough that the routing is far from uniform.
+        for (i, block) in model.blocks.iter_mut().enumerate() {
+            let moe = block.moe.as_mut().expect("an MoE block");
+            moe.router.weight = seeded_param(&moe.router.weight, 0.0, 1.0, 40 + i as u64);
+        }
+        let (b, t, d) = (3, 14, cfg.d_model);
+        let ids = token_ids(b * t, 37, 5);
+        let mems = memories(&model, b, t, &ids, &device);
+        let x = tokens(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), b, t, &device);
+        let counts = model.expert_counts(x.clone(), &mems);
+        assert_eq!(counts.len(), 2);
+        // Written out: each block's Engram, attention sublayer, then the router on the normed
+        // hidden state; the block's output from forward_streams.
+        let mut h = model.enter(x);
+        let mut mem = mems.iter();
+        for (block, got) in model.blocks.iter().zip(&counts) {
+            let m = block.engram.as_ref().map(|_| mem.next().unwrap().embeddings());
+            let mut u = h.clone();
+            if let (Some(g), Some(m)) = (&block.engram, m.clone()) {
+                u = u.clone() + g.forward(u, m);
+            }
+            let u = u.reshape([b, t, d]);
+            let u = u.clone() + block.attn.forward(crate::ops::rms_norm_module(&block.norm_attn, u), &model.rope);
+            let routed = block.moe.as_ref().unwrap().route(crate::ops::rms_norm_module(&block.norm_mlp, u).reshape([b * t, d]));
+            assert_eq!(got, &routed.counts);
+            assert_eq!(got.iter().sum::<usize>(), b * t * 2);
+            let (with_counts, _) = block.forward_counting_experts(h.clone(), m.clone(), &model.rope);
+            let (plain, _) = block.forward_streams(h, m, &model.rope);
+            assert_eq!(with_counts.to_data(), plain.to_data(), "counting changes nothing");
+            h = plain;
+        }
+        assert!(counts.iter().flatten().any(|&c| c != b * t * 2 / 4), "uniform routing proves little: {counts:?}");
+    }
+    // A dense model has no experts to count.
+    let dense = ModelConfig::tiny(37, 16).init(&device);
+    assert!(dense.expert_counts(tokens(&[1, 2, 3], 1, 3, &device), &[]).is_empty());
+}
+
+#[test]
 fn dense_model_has_no_aux_loss_and_forward_equals_forward_with_aux() {
     let device = Device::flex();
     let model = ModelConfig::tiny(37, 16).init(&device);
