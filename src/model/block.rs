@@ -111,16 +111,12 @@ impl Block {
     /// - `x`: `[B, T, M, D]`; `memory`: `[B, T, d_mem]` when this block has Engram
     /// - output: `[B, T, M, D]`, `E` counts summing to `B·T·k`
     pub fn forward_counting_experts(&self, x: Tensor<4>, memory: Option<Tensor<3>>, rope: &Rope) -> (Tensor<4>, Option<Vec<usize>>) {
-        let x = self.attention_sublayer(self.add_engram(x, memory), rope, None);
-        self.residual(self.hc_ffn.as_ref(), x, None, |u| {
-            let h = rms_norm_module(&self.norm_mlp, u);
-            match &self.moe {
-                Some(moe) => {
-                    let (y, _, counts) = moe.forward_counted(h);
-                    (y, Some(counts))
-                }
-                None => (self.ffn(h).0, None),
+        self.sublayers_with(self.add_engram(x, memory), rope, None, |h| match &self.moe {
+            Some(moe) => {
+                let (y, _, counts) = moe.forward_counted(h);
+                (y, Some(counts))
             }
+            None => (self.ffn(h).0, None),
         })
     }
 
@@ -142,14 +138,16 @@ impl Block {
         self.sublayers_recording(x, rope, None)
     }
 
-    fn sublayers_recording(&self, x: Tensor<4>, rope: &Rope, mut combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
-        let x = self.attention_sublayer(x, rope, combs.as_deref_mut());
-        self.residual(self.hc_ffn.as_ref(), x, combs, |u| self.ffn(rms_norm_module(&self.norm_mlp, u)))
+    fn sublayers_recording(&self, x: Tensor<4>, rope: &Rope, combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
+        self.sublayers_with(x, rope, combs, |h| self.ffn(h))
     }
 
-    /// The attention sublayer with its residual (and mHC mixing).
-    fn attention_sublayer(&self, x: Tensor<4>, rope: &Rope, combs: Option<&mut Vec<Tensor<4>>>) -> Tensor<4> {
-        self.residual(self.hc_attn.as_ref(), x, combs, |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ())).0
+    /// The attention sublayer, then the feed-forward sublayer computed by `ffn` (given the
+    /// normalised `h`, it returns `FFN(h)` and what the caller wants from it), each with its
+    /// residual (and mHC mixing; each `comb` pushed onto `combs` when given).
+    fn sublayers_with<A>(&self, x: Tensor<4>, rope: &Rope, mut combs: Option<&mut Vec<Tensor<4>>>, ffn: impl FnOnce(Tensor<3>) -> (Tensor<3>, A)) -> (Tensor<4>, A) {
+        let (x, ()) = self.residual(self.hc_attn.as_ref(), x, combs.as_deref_mut(), |u| (self.attn.forward(rms_norm_module(&self.norm_attn, u), rope), ()));
+        self.residual(self.hc_ffn.as_ref(), x, combs, |u| ffn(rms_norm_module(&self.norm_mlp, u)))
     }
 
     /// One residual sublayer around `f` (which applies the block's norm and the sublayer):

@@ -267,16 +267,9 @@ impl Transformer {
     /// each mHC sublayer's `comb` is pushed onto `combs` when given.
     fn blocks_forward(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory], zero_memory: bool, mut combs: Option<&mut Vec<Tensor<4>>>) -> (Tensor<4>, Option<Tensor<1>>) {
         let mut x = self.enter(tokens); // [B, T, M, D]
-        let mut mem_iter = memories.iter();
         let mut aux_sum: Option<Tensor<1>> = None;
         let mut n_aux = 0usize;
-        for block in &self.blocks {
-            let mem = if block.engram.is_some() {
-                let m = mem_iter.next().expect("one EngramMemory per Engram block (checked by the caller's batcher)");
-                if zero_memory { None } else { Some(m.embeddings()) }
-            } else {
-                None
-            };
+        for (block, mem) in self.blocks.iter().zip(self.block_memories(memories, zero_memory)) {
             let (y, aux) = block.forward_recording(x, mem, &self.rope, combs.as_deref_mut());
             x = y;
             if let Some(a) = aux {
@@ -294,15 +287,23 @@ impl Transformer {
     /// order), the tokens routed to each of its experts; empty for a model without MoE.
     pub fn expert_counts(&self, tokens: Tensor<2, Int>, memories: &[EngramMemory]) -> Vec<Vec<usize>> {
         let mut x = self.enter(tokens);
-        let mut mem_iter = memories.iter();
         let mut out = Vec::new();
-        for block in &self.blocks {
-            let mem = block.engram.as_ref().map(|_| mem_iter.next().expect("one EngramMemory per Engram block").embeddings());
+        for (block, mem) in self.blocks.iter().zip(self.block_memories(memories, false)) {
             let (y, counts) = block.forward_counting_experts(x, mem, &self.rope);
             x = y;
             out.extend(counts);
         }
         out
+    }
+
+    /// Each block's Engram memory, in block order: the next of `memories` for a block with
+    /// Engram (`None` with `zero_memory`), `None` for one without.
+    fn block_memories<'a>(&'a self, memories: &'a [EngramMemory], zero_memory: bool) -> impl Iterator<Item = Option<Tensor<3>>> + 'a {
+        let mut mem_iter = memories.iter();
+        self.blocks.iter().map(move |block| {
+            let m = block.engram.as_ref().map(|_| mem_iter.next().expect("one EngramMemory per Engram block (checked by the caller's batcher)"));
+            m.filter(|_| !zero_memory).map(EngramMemory::embeddings)
+        })
     }
 
     /// The mHC amax gain ([`AmaxGain`]) of the whole stack on `tokens`: the forward pass of
