@@ -27,7 +27,7 @@
 //! expert of an `E`-expert block receives on average `2 · tokens / E` tokens (exact, not
 //! sampled): 64k at 16 experts, 410k at 2 (both always active). How evenly the trained router
 //! spreads them is measured on the first seed's final model routing 256 held-out windows
-//! ([`engram::train::LoadedRun::expert_counts`]): the least- and most-used experts' shares and
+//! ([`LoadedRun::expert_counts`]): the least- and most-used experts' shares and
 //! the effective number of experts `exp(H)` of the shares (E when perfectly balanced), from
 //! which the least-used expert's training tokens are estimated. `--steps` trains longer.
 //!
@@ -47,6 +47,7 @@ use engram::model::MoeConfig;
 use engram::report::table::{render, si};
 use engram::report::{line_chart, Chart, Series, Style};
 use engram::run_dir::write_json;
+use engram::train::LoadedRun;
 
 const NAME: &str = "exp_allocation";
 /// Training steps of the default mode. Measured on the 2-core machine while shared (load
@@ -174,10 +175,17 @@ struct ExpertUse {
 fn expert_use(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<ExpertUse>> {
     let device = burn::tensor::Device::flex();
     let mut out = Vec::new();
+    // Every run trained on the same data: tokenise the corpus once.
+    let mut data = None;
     for g in &summary.groups {
         let Some(run) = summary.runs.iter().find(|r| r.group == g.group) else { continue };
-        let loaded = engram::train::LoadedRun::load(&dir.join(&run.record.name), &device)?;
+        let run_dir = dir.join(&run.record.name);
+        let loaded = match data.take() {
+            Some(d) => LoadedRun::load_with_data(&run_dir, d, &device)?,
+            None => LoadedRun::load(&run_dir, &device)?,
+        };
         let counts = loaded.expert_counts(ROUTING_WINDOWS, &device)?;
+        data = Some(loaded.data);
         let experts = counts.first().map_or(0, Vec::len);
         if experts == 0 {
             continue;

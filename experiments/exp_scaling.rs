@@ -103,13 +103,29 @@ fn fit(summary: &SweepSummary) -> Option<BendFit> {
     bend_fit(&xs, &ys)
 }
 
-/// Rows an n-gram set can fill at most: every distinct n-gram of every order in its own row
-/// of each of the order's heads.
-fn ngram_rows(u: &TableUse, heads_per_order: u64) -> u64 {
-    u.distinct_ngrams.iter().sum::<u64>() * heads_per_order
+/// One Engram size's table in training (its first seed's run).
+#[derive(serde::Serialize)]
+struct SizeUse {
+    group: String,
+    store: TableStore,
+    heads_per_order: usize,
+    #[serde(rename = "use")]
+    table: TableUse,
 }
 
-fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(String, TableUse)]) -> anyhow::Result<Vec<String>> {
+impl SizeUse {
+    /// Rows the n-grams seen can fill at most: every distinct n-gram of every order in its own
+    /// row of each of the order's heads.
+    fn ngram_rows(&self) -> u64 {
+        self.table.distinct_ngrams.iter().sum::<u64>() * self.heads_per_order as u64
+    }
+
+    fn rows_touched(&self) -> u64 {
+        self.table.rows_touched.iter().sum()
+    }
+}
+
+fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&BendFit>, uses: &[SizeUse]) -> anyhow::Result<Vec<String>> {
     let eng: Vec<_> = summary.groups.iter().filter(|g| g.x.is_some()).collect();
     let mut series = vec![Series {
         label: format!("Engram (mean ± std over {} seeds)", summary.seeds),
@@ -146,15 +162,16 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(Str
     };
     let used: Vec<(f64, f64)> = eng
         .iter()
-        .filter_map(|g| Some((g.x?, uses.iter().find(|(n, _)| n == &g.group)?.1.rows_touched.iter().sum::<u64>() as f64)))
+        .filter_map(|g| Some((g.x?, uses.iter().find(|u| u.group == g.group)?.rows_touched() as f64)))
         .collect();
     let mut bottom_series = vec![
         Series { label: "rows touched in training (first seed)".into(), points: used.clone(), y_err: None, style: Style::LinePoints },
         Series { label: "every slot".into(), points: used.iter().map(|&(x, _)| (x, x)).collect(), y_err: None, style: Style::Line },
     ];
-    if let (Some((_, u)), Some(lo), Some(hi)) = (uses.first(), used.first(), used.last()) {
-        let cap = ngram_rows(u, HEADS_PER_ORDER) as f64;
-        bottom_series.push(Series { label: "4 heads × distinct 2- and 3-grams seen".into(), points: vec![(lo.0, cap), (hi.0, cap)], y_err: None, style: Style::Line });
+    if let (Some(u), Some(lo), Some(hi)) = (uses.first(), used.first(), used.last()) {
+        let cap = u.ngram_rows() as f64;
+        let label = format!("{} heads × distinct 2- and 3-grams seen", u.heads_per_order);
+        bottom_series.push(Series { label, points: vec![(lo.0, cap), (hi.0, cap)], y_err: None, style: Style::Line });
     }
     let bottom = Chart {
         title: "Table use: rows the updates touched".into(),
@@ -170,12 +187,9 @@ fn plots(dir: &Path, summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(Str
     Ok(two_panel_chart(&top, &bottom, &dir.join("loss_vs_slots"))?.iter().map(|p| p.display().to_string()).collect())
 }
 
-/// Heads per n-gram order (`EngramConfig::default().n_head_per_ngram`).
-const HEADS_PER_ORDER: u64 = 4;
-
 /// Each Engram size's table use in training (its first seed's run, replayed from the run
 /// directory's config.json): rows touched and distinct n-grams, and the table store.
-fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String, TableUse, TableStore)>> {
+fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<SizeUse>> {
     let mut data = None;
     let mut out = Vec::new();
     for g in summary.groups.iter().filter(|g| g.x.is_some()) {
@@ -186,41 +200,39 @@ fn table_uses(dir: &Path, summary: &SweepSummary) -> anyhow::Result<Vec<(String,
         if data.is_none() {
             data = Some(load_data(&cfg.data)?);
         }
-        let store = cfg.model.engram.as_ref().map_or(TableStore::Resident, |e| e.table_store);
-        out.push((g.group.clone(), table_use(&cfg, data.as_ref().expect("loaded above"))?, store));
+        let Some(e) = &cfg.model.engram else { continue };
+        let table = table_use(&cfg, data.as_ref().expect("loaded above"))?;
+        out.push(SizeUse { group: g.group.clone(), store: e.table_store, heads_per_order: e.n_head_per_ngram, table });
     }
     Ok(out)
 }
 
-fn print_table(summary: &SweepSummary, fit: Option<&BendFit>, uses: &[(String, TableUse, TableStore)]) {
+fn print_table(summary: &SweepSummary, fit: Option<&BendFit>, uses: &[SizeUse]) {
     let base = summary.group(BASELINE).map(|b| b.val_bpb_mean);
     let rows: Vec<Vec<String>> = summary
         .groups
         .iter()
         .map(|g| {
-            let u = uses.iter().find(|(n, _, _)| n == &g.group);
+            let u = uses.iter().find(|u| u.group == g.group);
             vec![
                 g.group.clone(),
                 g.x.map(si).unwrap_or_else(|| "-".into()),
-                u.map_or_else(|| "-".into(), |(_, _, s)| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+                u.map_or_else(|| "-".into(), |u| serde_json::to_value(u.store).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
                 si(g.flops_per_token as f64),
                 g.n.to_string(),
                 pm(g.val_bpb_mean, g.val_bpb_std),
                 g.val_bpb_memory_off_mean.map(|m| format!("{m:.4}")).unwrap_or_else(|| "-".into()),
                 base.map(|b| format!("{:+.4}", g.val_bpb_mean - b)).unwrap_or_default(),
                 format!("{:.1}", g.wall_seconds_mean),
-                u.map_or_else(|| "-".into(), |(_, u, _)| {
-                    let rows = u.rows_touched.iter().sum::<u64>();
-                    format!("{} ({:.2} %)", si(rows as f64), 100.0 * rows as f64 / g.x.unwrap_or(f64::NAN))
-                }),
-                u.map_or_else(|| "-".into(), |(_, u, _)| format!("{:.0} %", 100.0 * u.rows_touched.iter().sum::<u64>() as f64 / ngram_rows(u, HEADS_PER_ORDER) as f64)),
-                u.map_or_else(|| "-".into(), |(_, u, _)| u.distinct_ngrams.iter().map(|&n| si(n as f64)).collect::<Vec<_>>().join(" / ")),
+                u.map_or_else(|| "-".into(), |u| format!("{} ({:.2} %)", si(u.rows_touched() as f64), 100.0 * u.rows_touched() as f64 / g.x.unwrap_or(f64::NAN))),
+                u.map_or_else(|| "-".into(), |u| format!("{:.0} %", 100.0 * u.rows_touched() as f64 / u.ngram_rows() as f64)),
+                u.map_or_else(|| "-".into(), |u| u.table.distinct_ngrams.iter().map(|&n| si(n as f64)).collect::<Vec<_>>().join(" / ")),
             ]
         })
         .collect();
     println!(
         "{}",
-        render(&["config", "slots", "store", "FLOPs/tok", "seeds", "val bpb", "memory off (first seed)", "Δ baseline", "s/run", "rows touched (of slots)", "of 4 × n-grams", "distinct 2- / 3-grams"], &rows)
+        render(&["config", "slots", "store", "FLOPs/tok", "seeds", "val bpb", "memory off (first seed)", "Δ baseline", "s/run", "rows touched (of slots)", "of heads × n-grams", "distinct 2- / 3-grams"], &rows)
     );
     match fit {
         Some(f) => {
@@ -254,14 +266,12 @@ fn main_inner() -> anyhow::Result<()> {
     set_slots(&mut summary);
     let f = fit(&summary);
     let uses = table_uses(&dir, &summary)?;
-    let use_json: Vec<serde_json::Value> = uses.iter().map(|(g, u, s)| serde_json::json!({ "group": g, "store": s, "use": u })).collect();
-    let plain: Vec<(String, TableUse)> = uses.iter().map(|(g, u, _)| (g.clone(), u.clone())).collect();
     summary.analysis = serde_json::json!({
         "fit_bpb_on_log10_slots": f.map(|f| f.linear),
         "bend": f,
-        "table_use_first_seed": use_json,
+        "table_use_first_seed": uses,
     });
-    summary.plots = plots(&dir, &summary, f.as_ref(), &plain)?;
+    summary.plots = plots(&dir, &summary, f.as_ref(), &uses)?;
     write_json(&dir.join("summary.json"), &summary)?;
     print_table(&summary, f.as_ref(), &uses);
     println!("\n{} runs, {:.0} s; results in {}", summary.runs.len(), summary.wall_seconds, dir.display());

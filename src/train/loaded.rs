@@ -67,6 +67,17 @@ impl LoadedRun {
     /// A file-backed table is opened in place and restored to the checkpoint's state, as
     /// `engram train --resume` would.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        Self::open(dir, device, |cfg| Ok(PreparedData::prepare(cfg)?))
+    }
+
+    /// [`LoadedRun::load`] with data already prepared (e.g. another run's of the same
+    /// experiment), which saves tokenising the corpus again; refused unless it is the data the
+    /// run was trained on.
+    pub fn load_with_data(dir: &Path, data: PreparedData, device: &Device) -> Result<Self, LoadError> {
+        Self::open(dir, device, |_| Ok(data))
+    }
+
+    fn open(dir: &Path, device: &Device, data: impl FnOnce(&crate::data::DataConfig) -> Result<PreparedData, LoadError>) -> Result<Self, LoadError> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| LoadError::Config { path: path.clone(), reason: format!("cannot read it ({e}); is {} a run directory?", dir.display()) })?;
         let cfg: ExperimentConfig = serde_json::from_str(&text).map_err(|e| LoadError::Config { path: path.clone(), reason: e.to_string() })?;
@@ -75,7 +86,7 @@ impl LoadedRun {
             return Err(LoadError::Unfinished { run: dir.to_path_buf(), step: ck.progress.step, steps: cfg.train.steps });
         }
         ck.check_config(&cfg)?;
-        let data = PreparedData::prepare(&cfg.data)?;
+        let data = data(&cfg.data)?;
         ck.check_data(&data)?;
         let model = ck.load_model(cfg.model.init(device))?;
         let hashing = engram_hashing(&cfg.model, &data)?;
@@ -110,7 +121,7 @@ impl LoadedRun {
         if self.cfg.model.moe.is_none() || n == 0 {
             return Ok(Vec::new());
         }
-        let stride = (val.len() - t) / n.max(2).saturating_sub(1).max(1);
+        let stride = (val.len() - t) / (n - 1).max(1);
         let ids: Vec<u32> = (0..n).flat_map(|w| val[w * stride..w * stride + t].iter().copied()).collect();
         let mems = self.hosts.iter().map(|h| h.lookup(&ids, [n, t], device).map(|l| l.into_memory())).collect::<Result<Vec<_>, _>>().map_err(TrainError::from)?;
         let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids.iter().map(|&x| x as i32).collect::<Vec<_>>(), [n, t]), device);
